@@ -1,0 +1,357 @@
+"""The lab cluster's truth: nodes, pods and Services, and their Kubernetes JSON views.
+
+The API server (`apiserver.py`) reads and writes it; the kube-proxy emulation (`proxy.py`)
+subscribes to changes and routes connections from it. Everything runs in one gevent
+process, so plain attributes are safe; every mutation goes through a method that bumps the
+resource version and notifies subscribers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+NODE_PORT_RANGE = (30000, 32767)
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+class LabApiError(Exception):
+    """An API-level refusal: becomes a Kubernetes `Status` with this code and reason."""
+
+    def __init__(self, code: int, reason: str, message: str):
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class LabNode:
+    name: str
+    internal_ip: str
+    external_ip: str | None
+    zone: str
+    roles: tuple[str, ...] = ("worker",)
+    ready: bool = True
+    up: bool = True  # False: its NodePort listeners black-hole traffic
+    api_only: bool = False  # listed by the API only (scale tests); no listeners
+    uid: str = ""
+    created: str = field(default_factory=_now)
+
+
+@dataclass
+class LabPod:
+    name: str
+    node: str
+    ip: str
+    port: int = 8080
+    ready: bool = True
+    uid: str = ""
+    created: str = field(default_factory=_now)
+
+
+def addresses(block: int) -> dict[str, str]:
+    """Address layout of a lab in 127.<block>.x.y (block 0 = the documented defaults)."""
+    return {
+        "external": f"127.{block}.0.{{}}",  # node i -> 10 + i
+        "pod": f"127.{block}.1.{{}}",
+        "internal": f"127.{block}.2.{{}}",
+        "lb": f"127.{block}.0.100",
+    }
+
+
+class LabState:
+    def __init__(
+        self,
+        *,
+        nodes: int = 3,
+        pods: int = 6,
+        placement: list[int] | None = None,
+        service_type: str = "NodePort",
+        node_port: int | None = None,
+        policy: str = "Cluster",
+        affinity: str = "None",
+        block: int = 0,
+        external_ip: bool = True,
+        extra_api_nodes: int = 0,
+        namespace: str = "default",
+        app: str = "helloworld",
+        seed: int | None = None,
+    ):
+        if not 1 <= nodes <= 89:
+            raise ValueError("--nodes must be between 1 and 89")
+        placement = list(placement) if placement else _even(pods, nodes)
+        if len(placement) != nodes or any(p < 0 for p in placement):
+            raise ValueError(f"--placement needs {nodes} non-negative counts, got {placement}")
+        if sum(placement) > 250:
+            raise ValueError("at most 250 pods")
+        if service_type not in SERVICE_TYPES:
+            raise ValueError(f"--service-type must be one of {', '.join(SERVICE_TYPES)}")
+        self.rng = random.Random(seed)
+        self.block = block
+        self.namespace = namespace
+        self.app = app
+        self.resource_version = 1
+        self._subscribers: list[Callable[[], None]] = []
+        self.events: list[dict] = []
+        lay = addresses(block)
+        self.lb_address = lay["lb"]
+        self.nodes: list[LabNode] = []
+        for i in range(1, nodes + 1):
+            self.nodes.append(
+                LabNode(
+                    name=f"node-{i}",
+                    internal_ip=lay["internal"].format(10 + i),
+                    external_ip=lay["external"].format(10 + i) if external_ip else None,
+                    zone=f"zone-{'abc'[(i - 1) % 3]}",
+                    uid=self._uid(),
+                )
+            )
+        for j in range(extra_api_nodes):
+            # API-only nodes for scale tests: addresses outside the live ranges, no listeners.
+            hi, lo = divmod(j, 250)
+            self.nodes.append(
+                LabNode(
+                    name=f"node-x{j + 1:05d}",
+                    internal_ip=f"127.{block}.{10 + hi % 240}.{lo + 1}",
+                    external_ip=None,
+                    zone=f"zone-{'abc'[j % 3]}",
+                    api_only=True,
+                    uid=self._uid(),
+                )
+            )
+        pod_hash = hashlib.sha1(f"{app}{seed}{block}".encode()).hexdigest()[:10]
+        self.pod_template_hash = pod_hash
+        self.pods: list[LabPod] = []
+        index = 0
+        for node, count in zip(self.nodes, placement):
+            for _ in range(count):
+                index += 1
+                suffix = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+                self.pods.append(
+                    LabPod(
+                        name=f"{app}-{pod_hash}-{suffix}",
+                        node=node.name,
+                        ip=lay["pod"].format(index),
+                        uid=self._uid(),
+                    )
+                )
+        self.services: dict[tuple[str, str], dict] = {}
+        self.namespaces = {namespace, "kube-system"}
+        spec: dict = {
+            "type": service_type,
+            "selector": {"app": app},
+            "ports": [{"protocol": "TCP", "port": 8080, "targetPort": "http-server"}],
+            "sessionAffinity": affinity,
+        }
+        if service_type != "ClusterIP":
+            spec["externalTrafficPolicy"] = policy
+            if node_port:
+                spec["ports"][0]["nodePort"] = node_port
+        self.create_service(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": app, "namespace": namespace, "labels": {"app": app}},
+                "spec": spec,
+            }
+        )
+
+    # -- change notification -------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._subscribers.append(callback)
+
+    def changed(self) -> None:
+        self.resource_version += 1
+        for callback in list(self._subscribers):
+            callback()
+
+    def _uid(self) -> str:
+        h = "%032x" % self.rng.getrandbits(128)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    # -- queries -----------------------------------------------------------------------
+
+    def node(self, name: str) -> LabNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def live_nodes(self) -> list[LabNode]:
+        return [n for n in self.nodes if not n.api_only]
+
+    def service(self, namespace: str, name: str) -> dict | None:
+        return self.services.get((namespace, name))
+
+    def pods_for(self, namespace: str, selector: dict[str, str]) -> list[LabPod]:
+        if namespace != self.namespace or not selector:
+            return []
+        labels = self.pod_labels()
+        if all(labels.get(k) == v for k, v in selector.items()):
+            return list(self.pods)
+        return []
+
+    def ready_endpoints(self, svc: dict) -> list[LabPod]:
+        """Pods behind a Service that are ready (what kube-proxy routes to)."""
+        ns = svc["metadata"]["namespace"]
+        return [p for p in self.pods_for(ns, svc["spec"].get("selector") or {}) if p.ready]
+
+    def exposed_ports(self) -> list[tuple[dict, dict]]:
+        """(service, port) pairs that have a nodePort: what every node listens on."""
+        out = []
+        for svc in self.services.values():
+            if svc["spec"]["type"] in ("NodePort", "LoadBalancer"):
+                out.extend((svc, port) for port in svc["spec"]["ports"] if port.get("nodePort"))
+        return out
+
+    def pod_labels(self) -> dict[str, str]:
+        return {"app": self.app, "pod-template-hash": self.pod_template_hash}
+
+    # -- mutations ---------------------------------------------------------------------
+
+    def set_node_up(self, name: str, up: bool) -> None:
+        self.node(name).up = up
+        self.changed()
+
+    def kill_pod(self, name: str) -> LabPod:
+        for pod in self.pods:
+            if pod.name == name:
+                self.pods.remove(pod)
+                self.add_event("Pod", name, "Killing", f"Stopping container {self.app}")
+                self.changed()
+                return pod
+        raise KeyError(name)
+
+    def add_event(self, kind: str, name: str, reason: str, message: str) -> None:
+        self.events.append(
+            {"kind": kind, "name": name, "reason": reason, "message": message, "time": _now()}
+        )
+
+    def create_service(self, obj: dict) -> dict:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") or self.namespace
+        name = meta.get("name")
+        if not name:
+            raise LabApiError(422, "Invalid", "Service.metadata.name: Required value")
+        if (ns, name) in self.services:
+            raise LabApiError(409, "AlreadyExists", f'services "{name}" already exists')
+        svc = copy.deepcopy(obj)
+        svc["metadata"] = {**meta, "namespace": ns}
+        svc["metadata"].setdefault("uid", self._uid())
+        svc["metadata"].setdefault("creationTimestamp", _now())
+        self.services[(ns, name)] = self._normalise(svc, previous=None)
+        self.namespaces.add(ns)
+        self.changed()
+        return self.services[(ns, name)]
+
+    def replace_service(self, namespace: str, name: str, obj: dict) -> dict:
+        previous = self.services.get((namespace, name))
+        if previous is None:
+            raise LabApiError(404, "NotFound", f'services "{name}" not found')
+        svc = copy.deepcopy(obj)
+        svc.setdefault("metadata", {})
+        svc["metadata"]["name"] = name
+        svc["metadata"]["namespace"] = namespace
+        for key in ("uid", "creationTimestamp"):
+            svc["metadata"][key] = previous["metadata"][key]
+        self.services[(namespace, name)] = self._normalise(svc, previous=previous)
+        self.changed()
+        return self.services[(namespace, name)]
+
+    def _normalise(self, svc: dict, previous: dict | None) -> dict:
+        """Apply the API server's defaulting and allocation, as a real one does."""
+        spec = svc.setdefault("spec", {})
+        stype = spec.setdefault("type", "ClusterIP")
+        if stype not in SERVICE_TYPES:
+            supported = ", ".join(f'"{t}"' for t in SERVICE_TYPES)
+            raise LabApiError(
+                422, "Invalid", f'Service "{svc["metadata"]["name"]}" is invalid: spec.type: '
+                f'Unsupported value: "{stype}": supported values: {supported}'
+            )
+        ports = spec.get("ports") or []
+        if not ports:
+            raise LabApiError(
+                422, "Invalid",
+                f'Service "{svc["metadata"]["name"]}" is invalid: spec.ports: Required value',
+            )
+        prev_spec = (previous or {}).get("spec", {})
+        spec["clusterIP"] = prev_spec.get("clusterIP") or self._cluster_ip()
+        spec["clusterIPs"] = [spec["clusterIP"]]
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        prev_node_ports = {p.get("port"): p.get("nodePort") for p in prev_spec.get("ports", [])}
+        used = {p.get("nodePort") for s in self.services.values() if s is not previous
+                for p in s["spec"].get("ports", [])}
+        if len(ports) > 1 and not all(p.get("name") for p in ports):
+            raise LabApiError(
+                422, "Invalid", f'Service "{svc["metadata"]["name"]}" is invalid: '
+                "spec.ports[0].name: Required value",
+            )
+        for port in ports:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+            if stype == "ClusterIP":
+                port.pop("nodePort", None)
+                continue
+            wanted = port.get("nodePort") or prev_node_ports.get(port.get("port"))
+            if wanted:
+                if not NODE_PORT_RANGE[0] <= int(wanted) <= NODE_PORT_RANGE[1]:
+                    raise LabApiError(
+                        422, "Invalid", f"spec.ports.nodePort: Invalid value: {wanted}: "
+                        "provided port is not in the valid range. The range of valid ports "
+                        "is 30000-32767",
+                    )
+                if wanted in used:
+                    raise LabApiError(
+                        422, "Invalid",
+                        f"spec.ports.nodePort: Invalid value: {wanted}: provided port is "
+                        "already allocated",
+                    )
+                port["nodePort"] = int(wanted)
+            else:
+                port["nodePort"] = self._allocate_node_port(used)
+            used.add(port["nodePort"])
+        if stype == "ClusterIP":
+            for key in ("externalTrafficPolicy", "healthCheckNodePort"):
+                spec.pop(key, None)
+        else:
+            spec.setdefault("externalTrafficPolicy", "Cluster")
+        status: dict = {"loadBalancer": {}}
+        if stype == "LoadBalancer":
+            status["loadBalancer"] = {"ingress": [{"ip": self.lb_address, "ipMode": "VIP"}]}
+            if spec["externalTrafficPolicy"] == "Local":
+                spec["healthCheckNodePort"] = (
+                    spec.get("healthCheckNodePort")
+                    or prev_spec.get("healthCheckNodePort")
+                    or self._allocate_node_port(used)
+                )
+        else:
+            spec.pop("healthCheckNodePort", None)
+        svc["status"] = status
+        svc["metadata"]["resourceVersion"] = str(self.resource_version + 1)
+        return svc
+
+    def _cluster_ip(self) -> str:
+        return f"10.96.{self.rng.randrange(0, 256)}.{self.rng.randrange(1, 255)}"
+
+    def _allocate_node_port(self, used: set) -> int:
+        while True:
+            port = self.rng.randint(*NODE_PORT_RANGE)
+            if port not in used:
+                return port
+
+
+def _even(pods: int, nodes: int) -> list[int]:
+    base, extra = divmod(pods, nodes)
+    return [base + (1 if i < extra else 0) for i in range(nodes)]
+
