@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = getattr(args, "_runner", None)
     if runner is None:
         if args.command:
-            print(f"nodeport-harness: '{args.command}' is not available in this build", file=sys.stderr)
+            print(f"error: '{args.command}' is not available in this build", file=sys.stderr)
             return 2
         parser.print_help()
         return 2

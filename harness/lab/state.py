@@ -126,11 +126,11 @@ class LabState:
                     uid=self._uid(),
                 )
             )
-        pod_hash = hashlib.sha1(f"{app}{seed}{block}".encode()).hexdigest()[:10]
+        pod_hash = hashlib.sha256(f"{app}{seed}{block}".encode()).hexdigest()[:10]
         self.pod_template_hash = pod_hash
         self.pods: list[LabPod] = []
         index = 0
-        for node, count in zip(self.nodes, placement):
+        for node, count in zip(self.nodes, placement, strict=False):
             for _ in range(count):
                 index += 1
                 suffix = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
@@ -174,7 +174,7 @@ class LabState:
             callback()
 
     def _uid(self) -> str:
-        h = "%032x" % self.rng.getrandbits(128)
+        h = f"{self.rng.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     # -- queries -----------------------------------------------------------------------
