@@ -14,6 +14,9 @@ class HarnessError(Exception):
 class DiscoveryError(HarnessError):
     """The cluster (or inventory) could not be turned into a Target."""
 
+    forbidden = False  # a 403: callers may fall back to another source
+    not_found = False
+
 
 class LabError(HarnessError):
     """The embedded lab could not start or be reached."""

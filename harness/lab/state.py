@@ -266,6 +266,14 @@ class LabState:
         self.changed()
         return self.services[(namespace, name)]
 
+    def delete_service(self, namespace: str, name: str) -> dict:
+        """Remove a Service (its nodePorts are freed; the proxy stops listening on them)."""
+        svc = self.services.pop((namespace, name), None)
+        if svc is None:
+            raise LabApiError(404, "NotFound", f'services "{name}" not found')
+        self.changed()
+        return svc
+
     def _normalise(self, svc: dict, previous: dict | None) -> dict:
         """Apply the API server's defaulting and allocation, as a real one does."""
         spec = svc.setdefault("spec", {})

@@ -1,0 +1,244 @@
+"""The target app: a gevent WSGI server that answers which pod and node served each request.
+
+The same code runs in the Kubernetes image (``python -m harness.helloworld``) and, many at
+once, inside the lab process (``make_app`` + ``serve``). A pod can be given a service time
+and a concurrency cap so its capacity is known: ``concurrency / service time`` requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import uuid
+from collections.abc import Callable, Iterable
+
+import gevent
+from gevent import pywsgi
+from gevent.lock import BoundedSemaphore
+
+MAX_BODY = 64 * 1024  # bytes; a bigger body is refused with 413 without being read
+
+Environ = dict
+StartResponse = Callable[..., object]
+
+
+class HelloApp:
+    """The WSGI application of one pod; ``served`` counts successful ``/api/messages``."""
+
+    def __init__(self, pod: str, node: str, service_ms: float = 0, concurrency: int = 0):
+        self.pod = pod
+        self.node = node
+        self.service_s = max(0.0, float(service_ms)) / 1000.0
+        # A cap on requests in service at once; the rest queue on the semaphore.
+        self.slots = BoundedSemaphore(concurrency) if concurrency and concurrency > 0 else None
+        self.served = 0
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if path == "/api/messages":
+                if method != "POST":
+                    return _error(start_response, "405 Method Not Allowed",
+                                  "use POST for /api/messages", [("Allow", "POST")])
+                return self._message(environ, start_response)
+            if path in ("/healthz", "/api/stats"):
+                if method not in ("GET", "HEAD"):
+                    return _error(start_response, "405 Method Not Allowed",
+                                  f"use GET for {path}", [("Allow", "GET, HEAD")])
+                if path == "/healthz":
+                    return _reply(start_response, "200 OK", b"ok\n", "text/plain")
+                body = {"pod": self.pod, "node": self.node, "served": self.served}
+                return _json(start_response, "200 OK", body)
+            return _error(start_response, "404 Not Found", f"no such path: {path[:200]}")
+        except Exception as err:  # never let one bad request take the pod down
+            return _error(start_response, "500 Internal Server Error", type(err).__name__)
+
+    def _message(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body, problem = _read_body(environ)
+        if problem:
+            # The rest of the body stays unread: the connection must not be reused.
+            return _error(start_response, "413 Content Too Large", problem,
+                          [("Connection", "close")])
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return _error(start_response, "400 Bad Request", "body is not valid JSON")
+        sender = data.get("sender") if isinstance(data, dict) else None
+        if not isinstance(sender, str):
+            return _error(start_response, "400 Bad Request",
+                          'body must be a JSON object with a string "sender"')
+        if self.slots is not None:
+            with self.slots:
+                if self.service_s:
+                    gevent.sleep(self.service_s)
+        elif self.service_s:
+            gevent.sleep(self.service_s)
+        client = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+        answer = {
+            "id": str(uuid.uuid4()),
+            "sender": sender,
+            "message": f"Hello {sender} (direct)",
+            "host": self.pod,
+            "node": self.node,
+            "client": client,
+        }
+        self.served += 1
+        return _json(start_response, "200 OK", answer, [("X-Served-By", self.pod)])
+
+
+def _read_body(environ: Environ) -> tuple[bytes, str]:
+    """Read at most MAX_BODY + 1 bytes: (body, "") or (b"", why it is refused)."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length:
+        try:
+            declared = int(length)
+        except ValueError:
+            declared = -1
+        if declared > MAX_BODY:
+            _forget_rest(stream)
+            return b"", f"body over {MAX_BODY} bytes"
+        if declared >= 0:
+            return stream.read(declared), ""
+    body = stream.read(MAX_BODY + 1)  # chunked (or odd) bodies: bounded read
+    if len(body) > MAX_BODY:
+        _forget_rest(stream)
+        return b"", f"body over {MAX_BODY} bytes"
+    return body, ""
+
+
+def _forget_rest(stream: object) -> None:
+    # pywsgi discards an unread body after the response by reading it all; a huge body
+    # must not be read, so mark the input consumed (the connection is closed instead).
+    if isinstance(stream, pywsgi.Input):
+        stream.content_length = stream.position
+        stream.chunked_input = False
+
+
+def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str,
+           headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                            *(headers or [])])
+    return [body]
+
+
+def _json(start_response: StartResponse, status: str, data: dict,
+          headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    return _reply(start_response, status, json.dumps(data).encode(), "application/json",
+                  headers)
+
+
+def _error(start_response: StartResponse, status: str, message: str,
+           headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    return _json(start_response, status, {"error": message, "status": int(status[:3])},
+                 headers)
+
+
+class HelloHandler(pywsgi.WSGIHandler):
+    """pywsgi's handler, minus the per-request costs a fast pod does not want."""
+
+    def log_request(self) -> None:
+        pass  # pywsgi formats an access-log line even with log=None; skip the work
+
+    def _write_with_headers(self, data: bytes) -> None:
+        # One send for headers and body (pywsgi makes two): one segment on the wire, as a
+        # Go or Java server would send, and half the wake-ups for the lab's proxy.
+        self.headers_sent = True
+        self.finalize_headers()
+        towrite = bytearray(b"HTTP/1.1 ")
+        towrite += self.status
+        towrite += b"\r\n"
+        for header, value in self.response_headers:
+            towrite += header + b": " + value + b"\r\n"
+        towrite += b"\r\n"
+        if self.response_use_chunked and data:
+            towrite += b"%x\r\n%s\r\n" % (len(data), data)
+        else:
+            towrite += data
+        self._sendall(towrite)
+
+
+class HelloServer(pywsgi.WSGIServer):
+    """pywsgi with TCP_NODELAY on every connection and a way to drop them all (pod kill)."""
+
+    handler_class = HelloHandler
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections: set = set()
+
+    def handle(self, sock, address):
+        # Without TCP_NODELAY small responses wait for delayed ACKs: ~44 ms per request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connections.add(sock)
+        try:
+            super().handle(sock, address)
+        finally:
+            self.connections.discard(sock)
+
+    def kill(self) -> None:
+        """Stop now: close the listener and reset every open connection."""
+        self.close()
+        for sock in list(self.connections):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            except OSError:
+                pass
+        self.connections.clear()
+
+
+def make_app(pod: str, node: str, service_ms: float = 0, concurrency: int = 0) -> HelloApp:
+    return HelloApp(pod, node, service_ms=service_ms, concurrency=concurrency)
+
+
+def serve(app: HelloApp, host: str, port: int) -> HelloServer:
+    """Start serving ``app`` on host:port in the current gevent hub; returns the server."""
+    server = HelloServer((host, port), app, log=None, error_log=None)
+    server.start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.helloworld",
+        description="Hello-world target app: answers POST /api/messages with its pod and node.",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--service-ms", type=float, default=0.0,
+                        help="time each /api/messages request takes, in ms (default 0)")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="requests in service at once; the rest queue (0: no cap)")
+    parser.add_argument("--pod-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                        help="pod name reported (default $POD_NAME or the hostname)")
+    parser.add_argument("--node-name",
+                        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+                        help="node name reported (default $NODE_NAME or the hostname)")
+    args = parser.parse_args(argv)
+    if args.service_ms < 0 or args.concurrency < 0:
+        parser.error("--service-ms and --concurrency must not be negative")
+    app = make_app(args.pod_name, args.node_name, args.service_ms, args.concurrency)
+    try:
+        server = serve(app, args.host, args.port)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}; "
+              "choose another --port or --host", file=sys.stderr)
+        return 2
+    print(f"helloworld {args.pod_name} on {args.node_name} listening on "
+          f"{args.host}:{server.server_port}", file=sys.stderr, flush=True)
+    # SIGTERM (kubelet) and Ctrl-C: stop accepting, let in-flight requests finish.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, 5))
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""The locustfile `nodeport-harness run` uses (the repo root's locustfile.py is the same).
+
+Importing NodePortUser registers the plugin (options, discovery, recording, reports).
+"""
+
+from harness.traffic import NodePortUser
+
+__all__ = ["NodePortUser"]

@@ -1,0 +1,453 @@
+"""Locust wiring: our options, discovery once on the master, recording, worker merge, outputs.
+
+Everything hangs off Locust's events; one `HarnessRun` per environment carries the run.
+Distributed runs: workers send recorder deltas with `report_to_master`, and at stop the
+master asks every worker to stop its users gracefully and send a final delta
+(`nodeport_stop` / `nodeport_final`) before it writes anything: Locust's own `quit()` only
+waits 0.5 s for workers' last stats, which loses requests still in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from harness import __version__
+from harness.discovery_cmd import target_source
+from harness.errors import HarnessError
+from harness.extract import make_extractor
+from harness.model import Target
+from harness.options import add_harness_options
+from harness.recorder import SpreadRecorder
+
+log = logging.getLogger("nodeport-harness")
+STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
+THRESHOLDS = ("max_fail_ratio", "max_p95_ms", "max_p99_ms", "min_fairness", "max_node_share")
+
+
+@dataclass
+class HarnessRun:
+    environment: Any
+    target: Target | None = None
+    recorder: SpreadRecorder | None = None
+    extractor: Any = None
+    lab: Any = None
+    lab_context: Any = None
+    run_id: str | None = None
+    run_dir: Path | None = None
+    started: float | None = None
+    stopped: float | None = None
+    partial: str | None = None
+    faults: list[dict] = field(default_factory=list)
+    workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
+    finals: set[str] = field(default_factory=set)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            return "master"
+        if isinstance(runner, WorkerRunner):
+            return "worker"
+        return "local"
+
+
+def current_run(environment) -> HarnessRun:
+    run = getattr(environment, "nodeport_run", None)
+    if run is None or run.target is None:
+        raise HarnessError("nodeport-harness: no target yet (discovery has not run)")
+    return run
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser) -> None:
+    add_harness_options(parser, locust=True)
+
+
+# -- life cycle ---------------------------------------------------------------------------
+
+
+@events.init.add_listener
+def on_init(environment, **_kwargs) -> None:
+    run = HarnessRun(environment)
+    environment.nodeport_run = run
+    options = environment.parsed_options
+    if options is None:  # Environment built by hand (library use): nothing to wire.
+        return
+    _validate(options)
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(STOP_MSG, _worker_stop, concurrent=True)
+        return
+    if isinstance(runner, MasterRunner):
+        runner.register_message(FINAL_MSG, _master_final)
+    _discover(run, options)
+    if not environment.stop_timeout:
+        # Let users finish the request in flight: recorded == served, exactly.
+        environment.stop_timeout = float(options.timeout) + 2.0
+
+
+def _validate(options) -> None:
+    if options.timeout <= 0:
+        raise_usage(f"--timeout must be positive, got {options.timeout}")
+    for name in ("max_fail_ratio", "min_fairness", "max_node_share"):
+        value = getattr(options, name)
+        if value is not None and not 0 <= value <= 1:
+            raise_usage(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    for name in ("max_p95_ms", "max_p99_ms"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise_usage(f"--{name.replace('_', '-')} must be positive, got {value}")
+    try:
+        make_extractor(options.pod_from)
+        parse_faults(options.lab_fault)
+    except HarnessError as err:
+        raise_usage(str(err))
+
+
+def raise_usage(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _discover(run: HarnessRun, options) -> None:
+    try:
+        run.lab_context = target_source(options)
+        opts = run.lab_context.__enter__()
+        run.lab = opts.extra.get("lab")
+        from harness.discovery import discover
+
+        target = discover(opts)
+    except HarnessError as err:
+        _close_lab(run)
+        raise_usage(str(err))
+        return
+    run.target = target
+    for warning in target.warnings:
+        log.warning(warning)
+    env = run.environment
+    # Locust wants a host; the first entry URL is the honest one to show.
+    nodes = target.targeted_nodes
+    env.host = target.lb_url() if options.entry == "lb" and target.lb_url() else (
+        target.node_url(nodes[0]) if nodes else env.host)
+    options.host = env.host
+    options.nodeport_target = json.dumps(target.to_dict())
+    log.info("target: %s/%s nodePort %s on %d node(s), %d endpoint(s)",
+             target.service.namespace, target.service.name, target.service.node_port,
+             len(nodes), len(target.endpoints))
+
+
+def _close_lab(run: HarnessRun) -> None:
+    if run.lab_context is not None:
+        ctx, run.lab_context = run.lab_context, None
+        try:
+            ctx.__exit__(None, None, None)
+        except Exception as err:  # never mask the run's outcome
+            log.warning("stopping the lab failed: %s", err)
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **_kwargs) -> None:
+    run: HarnessRun = environment.nodeport_run
+    options = environment.parsed_options
+    if options is None:
+        return
+    if run.target is None or run.role == "worker":
+        if not options.nodeport_target:
+            raise_usage("worker got no target from the master: run the same locustfile there")
+        run.target = Target.from_dict(json.loads(options.nodeport_target))
+    run.extractor = make_extractor(options.pod_from)
+    raw = None
+    if options.raw and run.role != "master":
+        from harness.recorder import RawWriter
+
+        # One file per process: workers must not interleave gzip streams.
+        raw = RawWriter(options.raw if run.role == "local" else f"{options.raw}.{os.getpid()}")
+    run.recorder = SpreadRecorder(
+        run.target.pod_nodes(), nodes=[n.name for n in run.target.nodes], raw=raw
+    )
+    run.started, run.stopped, run.partial = time.time(), None, None
+    run.finals, run.workers, run.outputs = set(), {}, {}
+    run.run_id = options.run_id or time.strftime("run-%Y%m%d-%H%M%S")
+    run.run_dir = Path(options.report_dir) / run.run_id
+    run.faults = []
+    if run.role != "worker":
+        _schedule_faults(run, options)
+        if options.progress:
+            gevent.spawn(_progress, run)
+
+
+@events.report_to_master.add_listener
+def on_report_to_master(client_id, data, **_kwargs) -> None:
+    run = _run_of(data)
+    if run is not None and run.recorder is not None:
+        data["nodeport_spread"] = run.recorder.drain()
+
+
+@events.worker_report.add_listener
+def on_worker_report(client_id, data, **_kwargs) -> None:
+    spread = data.get("nodeport_spread")
+    run = _this_run
+    if spread is None or run is None or run.recorder is None:
+        return
+    run.recorder.merge(spread)
+    info = run.workers.setdefault(client_id, {"reports": 0})
+    info["reports"] += 1
+    info["last_report"] = time.time()
+
+
+_this_run: HarnessRun | None = None
+
+
+@events.init.add_listener
+def _remember(environment, **_kwargs) -> None:
+    # report_to_master/worker_report carry no environment: keep the one run of this process.
+    global _this_run
+    _this_run = getattr(environment, "nodeport_run", None)
+
+
+def _run_of(_data) -> HarnessRun | None:
+    return _this_run
+
+
+def _worker_stop(environment, msg, **_kwargs) -> None:
+    """Master asked for a graceful stop: finish in-flight requests, send the final delta."""
+    run: HarnessRun = environment.nodeport_run
+    runner = environment.runner
+    if runner.user_greenlets:
+        runner.stop()
+    final = None
+    if run.recorder is not None:
+        final = run.recorder.drain(final=True)
+        run.recorder.close()
+    runner.send_message(FINAL_MSG, {"spread": final, "worker": runner.client_id})
+
+
+def _master_final(environment, msg, **_kwargs) -> None:
+    run: HarnessRun = environment.nodeport_run
+    data = msg.data or {}
+    if run.recorder is not None and data.get("spread"):
+        run.recorder.merge(data["spread"])
+    run.finals.add(msg.node_id)
+    info = run.workers.setdefault(msg.node_id, {"reports": 0})
+    info["final"] = time.time()
+
+
+@events.test_stopping.add_listener
+def on_test_stopping(environment, **_kwargs) -> None:
+    run: HarnessRun = environment.nodeport_run
+    runner = environment.runner
+    if not isinstance(runner, MasterRunner) or run.recorder is None:
+        return
+    expected = [c.id for c in runner.clients.all]
+    for client_id in expected:
+        runner.send_message(STOP_MSG, None, client_id=client_id)
+    deadline = time.time() + (environment.stop_timeout or 0) + 10
+    while time.time() < deadline and not set(expected) <= run.finals:
+        gevent.sleep(0.05)
+    missing = sorted(set(expected) - run.finals)
+    lost = [w for w in run.workers if w not in expected and w not in run.finals]
+    if missing or lost:
+        run.partial = "workers without a final report: " + ", ".join(missing + lost)
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **_kwargs) -> None:
+    run: HarnessRun = environment.nodeport_run
+    if run.recorder is None or run.role == "worker" or run.stopped is not None:
+        return
+    run.stopped = time.time()
+    run.recorder.close()  # folds live connections, closes the raw file
+    try:
+        write_outputs(run)
+    except HarnessError as err:
+        log.error("%s", err)
+        environment.process_exit_code = 2
+
+
+@events.quitting.add_listener
+def on_quitting(environment, **_kwargs) -> None:
+    run: HarnessRun | None = getattr(environment, "nodeport_run", None)
+    if run is None:
+        return
+    if run.recorder is not None and run.stopped is None and run.role != "worker":
+        run.partial = run.partial or "stopped before the run ended"
+        on_test_stop(environment)
+    _close_lab(run)
+
+
+# -- faults (lab only) -------------------------------------------------------------------
+
+
+def parse_faults(specs: list[str]) -> list[dict]:
+    faults = []
+    for spec in specs or []:
+        parts = spec.split(":")
+        try:
+            at = float(parts[0].rstrip("s"))
+        except (ValueError, IndexError):
+            at = -1
+        if len(parts) != 4 or at < 0 or parts[1] not in ("node", "pod") or parts[3] not in (
+            "down", "up", "kill"
+        ):
+            raise HarnessError(
+                f"--lab-fault {spec!r}: expected AT:node:NAME:down|up or AT:pod:NAME:kill"
+            )
+        faults.append({"t": at, "kind": parts[1], "name": parts[2], "action": parts[3]})
+    return faults
+
+
+def _schedule_faults(run: HarnessRun, options) -> None:
+    faults = parse_faults(options.lab_fault)
+    if not faults:
+        return
+    inject = _lab_faulter(run, options)
+
+    def fire(fault):
+        try:
+            inject(fault["kind"], fault["name"], fault["action"])
+            t = time.time()
+            run.faults.append({**fault, "t": round(t - run.started, 3), "time": t})
+            run.recorder.mark(t, f"{fault['name']} {fault['action']}")
+        except Exception as err:
+            log.error("fault %s failed: %s", fault, err)
+
+    for fault in faults:
+        gevent.spawn_later(fault["t"], fire, fault)
+
+
+def _lab_faulter(run: HarnessRun, options):
+    """How to inject faults: the lab this run started, or the running lab its kubeconfig is of."""
+    from harness.lab.cluster import control_call, read_lab_info
+
+    if run.lab is not None:
+        return run.lab.fault
+    if not options.kubeconfig:
+        raise_usage("--lab-fault needs the lab: use --lab or the kubeconfig of a running lab")
+    try:
+        info = read_lab_info(Path(options.kubeconfig).parent)
+    except HarnessError as err:
+        raise_usage(f"--lab-fault: {err}")
+
+    def inject(kind: str, name: str, action: str) -> dict:
+        body = {"kind": kind, "name": name, "action": action}
+        return control_call(info, "POST", "/lab/v1/faults", body)
+
+    return inject
+
+
+def _progress(run: HarnessRun) -> None:
+    started = run.started
+    while run.stopped is None and run.started == started:
+        gevent.sleep(1.0)
+        totals = run.recorder.totals() if run.recorder else {}
+        print(f"\r[{time.time() - started:5.0f} s] {totals.get('requests', 0):>8} requests, "
+              f"{totals.get('failures', 0):>6} failed", end="", file=sys.stderr, flush=True)
+
+
+# -- outputs ------------------------------------------------------------------------------
+
+
+def write_outputs(run: HarnessRun) -> None:
+    from harness.report.files import write_json_atomic
+
+    env, options = run.environment, run.environment.parsed_options
+    run_dir = run.run_dir
+    spread = run.recorder.to_dict()
+    info = run_info(run)
+    write_json_atomic(run_dir / "target.json", run.target.to_dict())
+    write_json_atomic(run_dir / "spread.json", spread)
+    write_json_atomic(run_dir / "run.json", info)
+    run.outputs = {"run_dir": str(run_dir)}
+    try:
+        from harness.report.build import build_report
+    except ImportError:
+        build_report = None
+    if build_report is not None:
+        result = build_report(run_dir, plotlyjs=options.plotlyjs)
+        breached = [t for t in result.get("thresholds", []) if not t.get("passed")]
+        if breached:
+            env.process_exit_code = 1
+            for t in breached:
+                print(f"threshold breached: {t['text']}", file=sys.stderr)
+    print_summary(run, spread)
+
+
+def run_info(run: HarnessRun) -> dict:
+    options = run.environment.parsed_options
+    safe = {}
+    for key, value in sorted(vars(options).items()):
+        if key in ("nodeport_target", "web_login", "web_auth", "tls_key", "tls_cert"):
+            continue
+        if isinstance(value, str | int | float | bool | type(None) | list):
+            safe[key] = value
+    return {
+        "schema": "nodeport-harness/run/v1",
+        "run_id": run.run_id,
+        "harness_version": __version__,
+        "locust_version": _locust_version(),
+        "python": platform.python_version(),
+        "started": run.started,
+        "stopped": run.stopped,
+        "duration_s": round((run.stopped or time.time()) - (run.started or time.time()), 3),
+        "role": run.role,
+        "entry": options.entry,
+        "connection": options.connection,
+        "users": getattr(options, "num_users", None),
+        "spawn_rate": getattr(options, "spawn_rate", None),
+        "stop_timeout_s": run.environment.stop_timeout,
+        "in_flight": (
+            "users stopped after their request in flight completed (graceful stop, "
+            f"--stop-timeout {run.environment.stop_timeout} s); requests still running at that "
+            "limit were not recorded"
+        ),
+        "load_model": "closed loop: each user waits for its reply (coordinated omission applies)",
+        "faults": run.faults,
+        "workers": run.workers,
+        "partial": run.partial,
+        "command": reproduce_command(),
+        "options": safe,
+    }
+
+
+def reproduce_command() -> str:
+    argv = [a for a in sys.argv if not a.startswith("--nodeport-target")]
+    return " ".join(_quote(a) for a in argv)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _locust_version() -> str:
+    import locust
+
+    return getattr(locust, "__version__", "?")
+
+
+def print_summary(run: HarnessRun, spread: dict) -> None:
+    from harness.summary_table import node_pod_table
+
+    print("", file=sys.stderr)
+    print(node_pod_table(spread, run.target), file=sys.stderr)
+    print(f"reports: {run.run_dir}", file=sys.stderr)
+
+
+__all__ = ["HarnessRun", "current_run", "LocalRunner"]

@@ -1,0 +1,733 @@
+"""SpreadRecorder: per-request accounting of entry node, pod, latency and failure, kept as
+streaming aggregates that are cheap to record, flat in memory and exact to merge.
+
+The hot path (`SpreadRecorder.record`) runs inside Locust for every request, so it only does
+dict lookups and integer increments on plain lists; no numpy, no per-request objects.
+
+Latency histograms use a fixed HdrHistogram-style log-linear layout over integer
+microseconds: values below 128 µs get one bucket per µs, above that every power of two is cut
+into 64 equal buckets, so a bucket is at most 1/64 of its lower bound wide and its midpoint is
+within 1/128 (0.78 %) of any value in it. 2048 buckets cover up to 2^37 µs (38 h); longer
+values land in the last bucket. A histogram is therefore a list of counts: recording is an
+index computation and an increment, merging is adding, percentiles walk cumulative counts.
+The per-second series keep a coarser copy (4 fine buckets per coarse one, ≤ 3.1 % error).
+Latency histograms hold successful requests only (a refused connection answers in 0.1 ms and
+would make failures look fast); failed requests' latencies go to one separate histogram.
+
+``spread.json`` (``SpreadRecorder.to_dict()``), schema ``nodeport-harness/spread/v1``.
+A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index order.
+
+- ``schema``: ``"nodeport-harness/spread/v1"``.
+- ``histogram``: the bucket layout: ``unit`` (``"us"``), ``sub_bucket_bits`` (7),
+  ``buckets`` (2048), ``series_shift`` (2: a series bucket is ``bucket_index >> 2``).
+- ``start`` / ``end``: epoch seconds of the first / last recorded request (when it
+  completed); ``null`` before any request.
+- ``pod_nodes``: pod -> the node it runs on (``null`` when unknown), as given.
+- ``totals``: ``requests``, ``successes``, ``failures``.
+- ``latency``: successful requests: ``count`` and ``buckets`` (hist). No exact min, max or
+  sum: each would cost the hot path a comparison or an addition, and the histogram gives
+  them within 0.78 %.
+- ``failure_latency``: hist of failed requests' latencies.
+- ``entry_nodes``: entry node (or entry point, e.g. ``lb``) -> ``requests``, ``successes``,
+  ``failures``, ``pods`` (pod -> successes that entered here), ``failure_kinds`` (kind ->
+  count; kinds: refused, timeout, reset, bad_reply, other, http_4xx, http_5xx, ... ),
+  ``http_status`` (exact status code as a string -> count, for http_* failures),
+  ``latency`` (hist of successes entering here).
+- ``pods``: pod -> ``node``, ``successes``, ``failures`` (failed replies that named the pod),
+  ``latency`` (hist). ``"unknown"``: the reply did not say; ``"(other)"``: names beyond the
+  ``limits.max_pods`` distinct pods (a mis-configured extractor cannot grow memory).
+- ``locality``: ``local`` / ``cross_node`` / ``unknown`` -> ``successes``, ``latency`` (hist).
+  Cross-node: the pod's node is known and differs from the entry node; unknown: the pod's
+  node is unknown or the entry point is not a node.
+- ``series``: entry node -> list (ascending ``t``) of ``{"t": epoch second, "requests",
+  "failures", "latency": coarse hist of that second's successes}``.
+- ``connections``: ``tracked`` (connections seen), ``requests`` (requests on them),
+  ``evicted`` (finalized early because more than ``limits.max_connections`` were live),
+  ``distinct_pods`` (number of distinct known pods, as a string -> connections),
+  ``requests_per_connection`` (hist, in the same layout over integer counts: exact < 128).
+- ``markers``: ``[{"t": epoch seconds, "label": text}]`` (fault annotations).
+- ``limits``: ``max_pods``, ``max_connections``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ReportError
+
+SPREAD_SCHEMA = "nodeport-harness/spread/v1"
+UNKNOWN_POD = "unknown"
+OTHER_POD = "(other)"
+SUB_BUCKET_BITS = 7
+BUCKETS = 2048
+SERIES_SHIFT = 2
+SERIES_BUCKETS = BUCKETS >> SERIES_SHIFT
+LAYOUT = {
+    "unit": "us",
+    "sub_bucket_bits": SUB_BUCKET_BITS,
+    "buckets": BUCKETS,
+    "series_shift": SERIES_SHIFT,
+}
+FAILURE_KINDS = ("refused", "timeout", "reset", "bad_reply", "other")
+LOCALITIES = ("local", "cross_node", "unknown")
+MAX_PODS = 1000
+MAX_CONNECTIONS = 10_000
+_MAX_US = 1 << 40  # stands in for inf: lands in the last bucket
+
+Hist = Sequence[int] | Mapping[int, int] | Iterable[Sequence[int]]
+
+
+# -- histogram layout ------------------------------------------------------------------------
+
+def bucket_of_us(value_us: int) -> int:
+    """Bucket index of an integer count (µs, or requests per connection)."""
+    if value_us < 128:
+        return value_us if value_us > 0 else 0
+    shift = value_us.bit_length() - SUB_BUCKET_BITS
+    index = (shift << 6) + (value_us >> shift)
+    return index if index < BUCKETS else BUCKETS - 1
+
+
+def _index_table(size: int) -> list[int]:
+    # Bucket index of every µs value below `size`, built a power of two at a time; the
+    # entries share one int object per index (1 MB of references, no per-entry ints).
+    indexes = list(range(BUCKETS))
+    table = indexes[:128]
+    shift = 1
+    while len(table) < size:
+        for top in range(64, 128):
+            table.extend([indexes[(shift << 6) + top]] * (1 << shift))
+        shift += 1
+    return table[:size]
+
+
+_TABLE = _index_table(1 << 17)  # up to 131 ms, where nearly all latencies fall
+
+
+def bucket_index(latency_ms: float) -> int:
+    """Bucket index of a latency in milliseconds."""
+    return bucket_of_us(_to_us(latency_ms))
+
+
+def bucket_range_us(index: int, shift: int = 0) -> tuple[int, int]:
+    """[low, high) µs covered by a bucket (``shift``: a coarsened index, as in the series)."""
+    first = index << shift
+    last = first + (1 << shift) - 1
+    return _fine_range(first)[0], _fine_range(last)[1]
+
+
+def bucket_value_ms(index: int, shift: int = 0) -> float:
+    """The value a bucket stands for: its midpoint, in ms."""
+    low, high = bucket_range_us(index, shift)
+    return (low + high) / 2000.0
+
+
+def _fine_range(index: int) -> tuple[int, int]:
+    if index < 128:
+        return index, index + 1
+    shift = (index >> 6) - 1
+    low = (index - (shift << 6)) << shift
+    return low, low + (1 << shift)
+
+
+def _to_us(latency_ms: float) -> int:
+    try:
+        return int(latency_ms * 1000.0)
+    except (ValueError, OverflowError):  # nan, inf
+        return 0 if latency_ms != latency_ms else _MAX_US
+
+
+def hist_items(hist: Hist | None) -> list[tuple[int, int]]:
+    """Non-zero ``(index, count)`` pairs, ascending, from a dense list, a dict or pairs."""
+    if not hist:
+        return []
+    if isinstance(hist, Mapping):
+        pairs = ((int(i), int(n)) for i, n in hist.items())
+    elif isinstance(hist[0], int):  # type: ignore[index]
+        pairs = enumerate(hist)  # type: ignore[arg-type]
+    else:
+        pairs = ((int(i), int(n)) for i, n in hist)  # type: ignore[misc]
+    return sorted((i, n) for i, n in pairs if n)
+
+
+def hist_count(hist: Hist | None) -> int:
+    return sum(n for _, n in hist_items(hist))
+
+
+def percentiles(
+    hist: Hist | None, quantiles: Iterable[float], shift: int = 0
+) -> list[float | None]:
+    """Nearest-rank quantiles (0 < q <= 1) of a histogram, as bucket midpoints in ms.
+
+    ``None`` for every quantile when the histogram is empty.
+    """
+    items = hist_items(hist)
+    wanted = list(quantiles)
+    total = sum(n for _, n in items)
+    if total == 0:
+        return [None] * len(wanted)
+    ranks = sorted(
+        (min(total, max(1, math.ceil(q * total - 1e-9))), pos) for pos, q in enumerate(wanted)
+    )
+    result: list[float | None] = [None] * len(wanted)
+    seen = 0
+    it = iter(items)
+    index = 0
+    for rank, pos in ranks:
+        while seen < rank:
+            index, count = next(it)
+            seen += count
+        result[pos] = bucket_value_ms(index, shift)
+    return result
+
+
+def add_hist(dense: list[int], hist: Hist | None) -> None:
+    """Add a histogram (any form) into a dense list of counts."""
+    for index, count in hist_items(hist):
+        dense[index] += count
+
+
+def _sparse(dense: Sequence[int]) -> list[list[int]]:
+    return [[i, n] for i, n in enumerate(dense) if n]
+
+
+# -- failure kinds ---------------------------------------------------------------------------
+
+_HTTP_KIND = re.compile(r"http_(\d)(\d\d|xx)$")
+
+
+def failure_kind(failure: str) -> tuple[str, int | None]:
+    """Normalise a failure to (kind, exact HTTP status or None): ``http_503`` -> http_5xx, 503.
+
+    Unknown kinds become ``other`` so a caller passing error messages cannot grow memory.
+    """
+    if failure in FAILURE_KINDS:
+        return failure, None
+    match = _HTTP_KIND.match(failure)
+    if match is None:
+        return "other", None
+    digit, rest = match.groups()
+    return f"http_{digit}xx", (None if rest == "xx" else int(digit + rest))
+
+
+# -- raw per-request output ------------------------------------------------------------------
+
+class RawWriter:
+    """Every request as one gzip CSV row; written to ``<path>.part`` and renamed on close."""
+
+    FIELDS = (
+        "time", "entry_node", "pod", "pod_node", "cross_node", "latency_ms", "failure",
+        "connection",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], compresslevel: int = 5):
+        self.path = Path(path)
+        self._part = self.path.with_name(self.path.name + ".part")
+        self._file = gzip.open(  # noqa: SIM115 - closed in close()
+            self._part, "wt", newline="", encoding="utf-8", compresslevel=compresslevel
+        )
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.FIELDS)
+        self.rows = 0
+
+    def write(
+        self, t: float, entry_node: str, pod: str, pod_node: str | None,
+        cross_node: bool | None, latency_ms: float, failure: str | None, connection: object,
+    ) -> None:
+        self._writer.writerow((
+            f"{t:.6f}", entry_node, pod, pod_node or "",
+            "" if cross_node is None else int(cross_node), f"{latency_ms:.3f}",
+            failure or "", "" if connection is None else connection,
+        ))
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.close()
+        os.replace(self._part, self.path)
+
+    def __enter__(self) -> RawWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the recorder ----------------------------------------------------------------------------
+
+class _Pod:
+    __slots__ = ("name", "node", "latency", "failures")
+
+    def __init__(self, name: str, node: str | None):
+        self.name = name
+        self.node = node
+        self.latency = [0] * BUCKETS
+        self.failures = 0
+
+
+class _Cell:
+    """Successes for one (entry node, pod), with the histograms each success also lands in."""
+
+    __slots__ = (
+        "pod", "successes", "pod_latency", "locality_latency", "cross_node", "connection_name"
+    )
+
+    def __init__(self, pod: _Pod, locality_latency: list[int], cross_node: bool | None):
+        self.pod = pod
+        # What per-connection distinctness counts: the capped name; unknown is no pod.
+        self.connection_name = None if pod.name == UNKNOWN_POD else pod.name
+        self.successes = 0
+        self.pod_latency = pod.latency
+        self.locality_latency = locality_latency
+        self.cross_node = cross_node
+
+
+class _EntryNode:
+    __slots__ = (
+        "name", "is_node", "cells", "latency", "failure_kinds", "http_status", "series",
+        "second", "second_end", "row",
+    )
+
+    def __init__(self, name: str, is_node: bool):
+        self.name = name
+        self.is_node = is_node
+        self.cells: dict[str, _Cell] = {}
+        self.latency = [0] * BUCKETS
+        self.failure_kinds: dict[str, int] = {}
+        self.http_status: dict[int, int] = {}
+        # Closed seconds: second -> [requests, failures, {series bucket: count}].
+        self.series: dict[int, list[Any]] = {}
+        # The open second: [requests, failures, dense series buckets]. The empty window
+        # (second > second_end) makes the first record open one.
+        self.second = 1
+        self.second_end = 0
+        self.row: list[Any] | None = None
+
+
+class SpreadRecorder:
+    """Streaming aggregates of which entry node and pod handled each request.
+
+    ``pod_nodes`` maps pod -> node (from the Target's endpoints) for cross-node accounting;
+    ``nodes`` (optional) lists the cluster's node names: an entry point outside it (a
+    LoadBalancer address) has unknown locality. ``raw`` receives every request when given.
+    """
+
+    def __init__(
+        self,
+        pod_nodes: Mapping[str, str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        nodes: Iterable[str] | None = None,
+        raw: RawWriter | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_pods: int = MAX_PODS,
+    ):
+        self.pod_nodes: dict[str, str | None] = dict(pod_nodes or {})
+        self.nodes = None if nodes is None else set(nodes)
+        self._clock = clock
+        self._raw = raw
+        self.max_connections = max_connections
+        self.max_pods = max_pods
+        # Live connections survive drains: their totals are only known when they finish.
+        # A plain dict (insertion-ordered, faster to look up than OrderedDict).
+        self._live: dict[object, list[Any]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._start = math.inf
+        self._end = -math.inf
+        self._entry: dict[str, _EntryNode] = {}
+        self._pods: dict[str, _Pod] = {}
+        self._locality = {name: [0] * BUCKETS for name in LOCALITIES}
+        self._failure_latency = [0] * BUCKETS
+        self._conn_tracked = 0
+        self._conn_requests = 0
+        self._conn_evicted = 0
+        self._conn_distinct: dict[int, int] = {}
+        self._conn_requests_hist: dict[int, int] = {}
+        self._markers: list[dict[str, Any]] = []
+
+    # -- hot path ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        entry_node: str,
+        pod: str | None,
+        latency_ms: float,
+        failure: str | None = None,
+        connection: object | None = None,
+    ) -> None:
+        """Account one finished request (``failure`` None on success, else its kind)."""
+        now = self._clock()
+        self._end = now  # the start is taken when a second opens: once per second per node
+        node = self._entry.get(entry_node)
+        if node is None:
+            node = self._add_entry_node(entry_node)
+        if not node.second <= now < node.second_end:
+            self._open_second(node, now)
+        row = node.row
+        row[0] += 1
+        if not pod:
+            pod = UNKNOWN_POD
+        try:
+            us = int(latency_ms * 1000.0)
+        except (ValueError, OverflowError):
+            us = 0 if latency_ms != latency_ms else _MAX_US
+        # bucket_of_us() inlined, with a table for the common range: half the cost.
+        if us < 131072:
+            index = _TABLE[us] if us > 0 else 0
+        else:
+            shift = us.bit_length() - 7
+            index = (shift << 6) + (us >> shift)
+            if index > 2047:
+                index = 2047
+        if failure is None:
+            cell = node.cells.get(pod)
+            if cell is None:
+                cell = self._add_cell(node, pod)
+            cell.successes += 1
+            node.latency[index] += 1
+            cell.pod_latency[index] += 1
+            cell.locality_latency[index] += 1
+            row[2][index >> 2] += 1
+            if connection is not None:
+                conn = self._live.get(connection)
+                if conn is None:
+                    conn = self._open_connection(connection)
+                conn[0] += 1
+                name = cell.connection_name
+                if name != conn[1] and name is not None:
+                    if conn[1] is None:
+                        conn[1] = name
+                    else:
+                        if conn[2] is None:
+                            conn[2] = {conn[1]}
+                        conn[2].add(name)
+                        conn[1] = name
+        else:
+            row[1] += 1
+            self._record_failure(node, pod, index, failure)
+            if connection is not None:
+                conn = self._live.get(connection)
+                if conn is None:
+                    conn = self._open_connection(connection)
+                conn[0] += 1
+        if self._raw is not None:
+            pod_node = self.pod_nodes.get(pod)
+            cross = None if pod_node is None or not node.is_node else pod_node != entry_node
+            self._raw.write(now, entry_node, pod, pod_node, cross, latency_ms, failure, connection)
+
+    # -- cold paths --------------------------------------------------------------------------
+
+    def _add_entry_node(self, name: str) -> _EntryNode:
+        node = _EntryNode(name, self.nodes is None or name in self.nodes)
+        self._entry[name] = node
+        return node
+
+    def _pod(self, name: str) -> _Pod:
+        pod = self._pods.get(name)
+        if pod is None:
+            if len(self._pods) >= self.max_pods and name not in (UNKNOWN_POD, OTHER_POD):
+                return self._pod(OTHER_POD)
+            pod = self._pods[name] = _Pod(name, self.pod_nodes.get(name))
+        return pod
+
+    def _add_cell(self, node: _EntryNode, name: str) -> _Cell:
+        pod = self._pod(name)
+        cross_node = None if pod.node is None or not node.is_node else pod.node != node.name
+        locality = "unknown" if cross_node is None else ("cross_node" if cross_node else "local")
+        cell = node.cells.get(pod.name)
+        if cell is None:
+            cell = _Cell(pod, self._locality[locality], cross_node)
+            node.cells[pod.name] = cell
+        # An over-the-cap name is not added as a key: it would grow memory again; it comes
+        # back here each time (a mis-configured run, so speed does not matter).
+        return cell
+
+    def _open_second(self, node: _EntryNode, now: float) -> None:
+        if now < self._start:
+            self._start = now
+        if node.row is not None:
+            self._close_second(node)
+        second = math.floor(now)
+        row: list[Any] = [0, 0, [0] * SERIES_BUCKETS]
+        stored = node.series.pop(second, None)  # a clock that stepped back
+        if stored is not None:
+            row[0], row[1] = stored[0], stored[1]
+            add_hist(row[2], stored[2])
+        node.second, node.second_end, node.row = second, second + 1, row
+
+    def _close_second(self, node: _EntryNode) -> None:
+        requests, failures, dense = node.row  # type: ignore[misc]
+        node.series[node.second] = [
+            requests, failures, {i: n for i, n in enumerate(dense) if n}
+        ]
+        node.row = None
+        node.second, node.second_end = 1, 0
+
+    def _record_failure(self, node: _EntryNode, pod: str, index: int, failure: str) -> None:
+        kind, status = failure_kind(failure)
+        node.failure_kinds[kind] = node.failure_kinds.get(kind, 0) + 1
+        if status is not None:
+            node.http_status[status] = node.http_status.get(status, 0) + 1
+        self._failure_latency[index] += 1
+        if pod != UNKNOWN_POD:
+            self._pod(pod).failures += 1
+
+    def _open_connection(self, connection: object) -> list[Any]:
+        # [requests, last pod, set of pods once a second one shows up]
+        conn: list[Any] = [0, None, None]
+        self._live[connection] = conn
+        if len(self._live) > self.max_connections:
+            self._evict()
+        return conn
+
+    def _evict(self) -> None:
+        # The oldest sixteenth in one go: popping a dict's front one at a time rescans the
+        # deleted slots, in a batch it is amortised O(1).
+        live = self._live
+        count = max(1, self.max_connections // 16)
+        for key in list(itertools.islice(live, count)):
+            self._finish(live.pop(key))
+        self._conn_evicted += count
+
+    def _finish(self, conn: list[Any]) -> None:
+        self._fold_connection(conn, self._conn_distinct, self._conn_requests_hist)
+        self._conn_tracked += 1
+        self._conn_requests += conn[0]
+
+    @staticmethod
+    def _fold_connection(
+        conn: list[Any], distinct: dict[int, int], requests_hist: dict[int, int]
+    ) -> None:
+        pods = len(conn[2]) if conn[2] else (0 if conn[1] is None else 1)
+        distinct[pods] = distinct.get(pods, 0) + 1
+        index = bucket_of_us(conn[0])
+        requests_hist[index] = requests_hist.get(index, 0) + 1
+
+    # -- public API --------------------------------------------------------------------------
+
+    def end_connection(self, connection: object) -> None:
+        """The caller closed this connection: fold it into the per-connection histograms."""
+        conn = self._live.pop(connection, None)
+        if conn is not None:
+            self._finish(conn)
+
+    def finish_connections(self) -> None:
+        """Fold every live connection (end of run)."""
+        for conn in self._live.values():
+            self._finish(conn)
+        self._live.clear()
+
+    def update_pod_nodes(self, pod_nodes: Mapping[str, str | None]) -> None:
+        """Learn pods that appeared during the run (replacements, scale-up)."""
+        for pod, node in pod_nodes.items():
+            if node is not None or pod not in self.pod_nodes:
+                self.pod_nodes[pod] = node
+
+    def mark(self, t: float | None, label: str) -> None:
+        """Annotate a moment (epoch seconds; None: now), e.g. ``"node-2 down"``."""
+        self._markers.append({"t": self._clock() if t is None else float(t), "label": label})
+
+    def totals(self) -> dict[str, int]:
+        successes = sum(c.successes for n in self._entry.values() for c in n.cells.values())
+        failures = sum(sum(n.failure_kinds.values()) for n in self._entry.values())
+        return {"requests": successes + failures, "successes": successes, "failures": failures}
+
+    def close(self) -> None:
+        """End of run: fold live connections and close the raw writer."""
+        self.finish_connections()
+        if self._raw is not None:
+            self._raw.close()
+
+    def drain(self, final: bool = False) -> dict[str, Any]:
+        """The aggregates since the last drain (as ``to_dict``), then start afresh.
+
+        Live connections are carried over and reported when they finish, so merging every
+        drained delta equals one recorder that saw everything only if the last drain is
+        ``final=True`` (which folds the live ones first).
+        """
+        if final:
+            self.finish_connections()
+        delta = self._export(include_live=False)
+        self._reset()
+        return delta
+
+    def to_dict(self) -> dict[str, Any]:
+        """A snapshot in the ``spread.json`` schema; live connections count as finished."""
+        return self._export(include_live=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **kwargs: Any) -> SpreadRecorder:
+        limits = data.get("limits", {})
+        kwargs.setdefault("max_pods", limits.get("max_pods", MAX_PODS))
+        kwargs.setdefault("max_connections", limits.get("max_connections", MAX_CONNECTIONS))
+        recorder = cls(data.get("pod_nodes", {}), **kwargs)
+        recorder.merge(data)
+        return recorder
+
+    def merge(self, other: Mapping[str, Any] | SpreadRecorder) -> None:
+        """Add another recorder's aggregates (or a ``spread.json`` dict) into this one."""
+        data = other.to_dict() if isinstance(other, SpreadRecorder) else other
+        check_spread(data)
+        self.update_pod_nodes(data.get("pod_nodes", {}))
+        if data.get("start") is not None:
+            self._start = min(self._start, data["start"])
+            self._end = max(self._end, data["end"])
+        add_hist(self._failure_latency, data.get("failure_latency"))
+        for name, part in data.get("entry_nodes", {}).items():
+            node = self._entry.get(name) or self._add_entry_node(name)
+            for pod, count in part.get("pods", {}).items():
+                cell = node.cells.get(pod) or self._add_cell(node, pod)
+                cell.successes += count
+            add_hist(node.latency, part.get("latency"))
+            for kind, count in part.get("failure_kinds", {}).items():
+                node.failure_kinds[kind] = node.failure_kinds.get(kind, 0) + count
+            for status, count in part.get("http_status", {}).items():
+                code = int(status)
+                node.http_status[code] = node.http_status.get(code, 0) + count
+        for name, part in data.get("pods", {}).items():
+            pod = self._pod(name)
+            pod.failures += part.get("failures", 0)
+            add_hist(pod.latency, part.get("latency"))
+        for name, part in data.get("locality", {}).items():
+            add_hist(self._locality[name], part.get("latency"))
+        for name, rows in data.get("series", {}).items():
+            node = self._entry.get(name) or self._add_entry_node(name)
+            for row in rows:
+                self._merge_second(node, row)
+        conns = data.get("connections", {})
+        self._conn_tracked += conns.get("tracked", 0)
+        self._conn_requests += conns.get("requests", 0)
+        self._conn_evicted += conns.get("evicted", 0)
+        for pods, count in conns.get("distinct_pods", {}).items():
+            self._conn_distinct[int(pods)] = self._conn_distinct.get(int(pods), 0) + count
+        for index, count in hist_items(conns.get("requests_per_connection")):
+            self._conn_requests_hist[index] = self._conn_requests_hist.get(index, 0) + count
+        self._markers.extend(dict(m) for m in data.get("markers", ()))
+
+    def _merge_second(self, node: _EntryNode, row: Mapping[str, Any]) -> None:
+        second = int(row["t"])
+        if node.row is not None and second == node.second:
+            target = node.row
+            add_hist(target[2], row.get("latency"))
+        else:
+            target = node.series.setdefault(second, [0, 0, {}])
+            for index, count in hist_items(row.get("latency")):
+                target[2][index] = target[2].get(index, 0) + count
+        target[0] += row.get("requests", 0)
+        target[1] += row.get("failures", 0)
+
+    # -- export ------------------------------------------------------------------------------
+
+    def _export(self, include_live: bool) -> dict[str, Any]:
+        overall = [0] * BUCKETS
+        entry_nodes: dict[str, Any] = {}
+        series: dict[str, Any] = {}
+        pod_successes: dict[str, int] = {}
+        total_successes = total_failures = 0
+        for name, node in self._entry.items():
+            pods = {c.pod.name: c.successes for c in node.cells.values()}
+            for pod, count in pods.items():
+                pod_successes[pod] = pod_successes.get(pod, 0) + count
+            successes = sum(pods.values())
+            failures = sum(node.failure_kinds.values())
+            total_successes += successes
+            total_failures += failures
+            for index, count in enumerate(node.latency):
+                if count:
+                    overall[index] += count
+            entry_nodes[name] = {
+                "requests": successes + failures,
+                "successes": successes,
+                "failures": failures,
+                "pods": pods,
+                "failure_kinds": dict(node.failure_kinds),
+                "http_status": {str(k): v for k, v in sorted(node.http_status.items())},
+                "latency": _sparse(node.latency),
+            }
+            series[name] = _export_series(node)
+        distinct = dict(self._conn_distinct)
+        requests_hist = dict(self._conn_requests_hist)
+        tracked, conn_requests = self._conn_tracked, self._conn_requests
+        if include_live:
+            for conn in self._live.values():
+                self._fold_connection(conn, distinct, requests_hist)
+                tracked += 1
+                conn_requests += conn[0]
+        return {
+            "schema": SPREAD_SCHEMA,
+            "histogram": dict(LAYOUT),
+            "start": None if self._start == math.inf else self._start,
+            "end": None if self._end == -math.inf else self._end,
+            "pod_nodes": dict(self.pod_nodes),
+            "totals": {
+                "requests": total_successes + total_failures,
+                "successes": total_successes,
+                "failures": total_failures,
+            },
+            "latency": {"count": total_successes, "buckets": _sparse(overall)},
+            "failure_latency": _sparse(self._failure_latency),
+            "entry_nodes": entry_nodes,
+            "pods": {
+                name: {
+                    "node": pod.node,
+                    "successes": pod_successes.get(name, 0),
+                    "failures": pod.failures,
+                    "latency": _sparse(pod.latency),
+                }
+                for name, pod in self._pods.items()
+            },
+            "locality": {
+                name: {"successes": sum(dense), "latency": _sparse(dense)}
+                for name, dense in self._locality.items()
+            },
+            "series": series,
+            "connections": {
+                "tracked": tracked,
+                "requests": conn_requests,
+                "evicted": self._conn_evicted,
+                "distinct_pods": {str(k): v for k, v in sorted(distinct.items())},
+                "requests_per_connection": [[i, n] for i, n in sorted(requests_hist.items())],
+            },
+            "markers": sorted((dict(m) for m in self._markers), key=lambda m: m["t"]),
+            "limits": {"max_pods": self.max_pods, "max_connections": self.max_connections},
+        }
+
+
+def _export_series(node: _EntryNode) -> list[dict[str, Any]]:
+    rows = {s: (r[0], r[1], r[2]) for s, r in node.series.items()}
+    if node.row is not None:
+        dense = node.row[2]
+        rows[node.second] = (node.row[0], node.row[1], {i: n for i, n in enumerate(dense) if n})
+    return [
+        {"t": second, "requests": requests, "failures": failures,
+         "latency": [[i, n] for i, n in sorted(hist.items())]}
+        for second, (requests, failures, hist) in sorted(rows.items())
+    ]
+
+
+def check_spread(data: Mapping[str, Any]) -> None:
+    """Raise ReportError unless ``data`` is spread/v1 data in this histogram layout."""
+    schema = data.get("schema")
+    if schema != SPREAD_SCHEMA:
+        raise ReportError(
+            f"spread data has schema {schema!r}, expected {SPREAD_SCHEMA!r}: "
+            "re-run with this version of nodeport-harness"
+        )
+    layout = data.get("histogram", LAYOUT)
+    if dict(layout) != LAYOUT:
+        raise ReportError(
+            f"spread data uses histogram layout {dict(layout)}, expected {LAYOUT}: "
+            "it was written by an incompatible nodeport-harness"
+        )

@@ -1,0 +1,1 @@
+"""Reports: HTML, JSON, CSV, JUnit and Markdown written into a run folder."""

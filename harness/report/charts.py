@@ -1,0 +1,240 @@
+"""Plotly figures of one run, each returned as its JSON text (``fig.to_json()``).
+
+Cluster-provided strings (pod and node names, fault labels) are HTML-escaped before they
+reach plotly: plotly.js reads a small HTML subset in labels, so a pod named ``<b>x`` would
+turn bold and ``&lt;`` shows up as ``<``; escaping makes every name display as it is.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from harness.recorder import bucket_value_ms, hist_items
+
+PALETTE = (
+    "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",
+    "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF",
+)
+LABEL_CHARS = 32  # axis labels: long pod names are cut here, hover shows them whole
+QUANTILE_NAMES = ("p50", "p95", "p99")
+
+
+def label(text: object) -> str:
+    """A string plotly displays literally (no pseudo-HTML)."""
+    return html.escape(str(text), quote=False)
+
+
+def short_labels(names: Sequence[str]) -> list[str]:
+    """Escaped axis labels, cut to LABEL_CHARS and kept distinct (plotly merges equal ones)."""
+    out: list[str] = []
+    used: set[str] = set()
+    for index, name in enumerate(names):
+        cut = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+        if cut in used:
+            cut = f"{cut} #{index + 1}"
+        used.add(cut)
+        out.append(label(cut))
+    return out
+
+
+def colors(names: Sequence[str]) -> dict[str, str]:
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def _layout(title: str, height: int = 380, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "template": "none",  # no theme JSON in every figure: the page stays small
+        "title": {"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 60},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "font": {"family": "system-ui, sans-serif", "size": 12},
+        "legend": {"orientation": "h", "y": -0.2},
+        "hoverlabel": {"namelength": -1},
+    }
+    layout.update(extra)
+    return layout
+
+
+def _axis(title: str, **extra: Any) -> dict[str, Any]:
+    return {"title": {"text": title}, "gridcolor": "#e5e5e5", "zerolinecolor": "#cccccc",
+            "automargin": True, **extra}
+
+
+def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequence[int]]) -> str:
+    total = sum(map(sum, counts)) or 1
+    row_totals = [sum(row) or 1 for row in counts]
+    shares = [[c / row_totals[i] for c in row] for i, row in enumerate(counts)]
+    custom = [[[label(pod), label(entry), 100 * c / row_totals[i], 100 * c / total]
+               for pod, c in zip(pods, row, strict=True)]
+              for i, (entry, row) in enumerate(zip(entries, counts, strict=True))]
+    small = len(pods) * len(entries) <= 240  # numbers in cells only while they stay legible
+    trace = go.Heatmap(
+        z=shares, x=short_labels(pods), y=short_labels(entries), customdata=custom,
+        text=[[f"{c}<br>{100 * s:.0f}%" for c, s in zip(row, srow, strict=True)]
+              for row, srow in zip(counts, shares, strict=True)],
+        texttemplate="%{text}" if small else None,
+        colorscale="Blues", zmin=0, zmax=1, colorbar={"title": {"text": "row share"},
+                                                     "tickformat": ".0%"},
+        hovertemplate="entry %{customdata[1]} → pod %{customdata[0]}<br>%{text}"
+                      "<br>%{customdata[2]:.1f}% of this entry's successes"
+                      "<br>%{customdata[3]:.1f}% of all successes<extra></extra>",
+    )
+    height = max(260, 90 + 40 * len(entries))
+    return go.Figure(trace, _layout(
+        "Which pod served requests entering each node (successes)", height,
+        xaxis=_axis("pod", tickangle=-35), yaxis=_axis("entry node", autorange="reversed"),
+    )).to_json()
+
+
+def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
+    """Share of successes per pod (summary rows) against the uniform 1/k and its 95 % band."""
+    pods = [p for p in pods if p["share"] is not None]
+    expected = pods[0]["expected_share"] if pods else 0.0
+    low, high = (pods[0]["band_low"], pods[0]["band_high"]) if pods else (0.0, 0.0)
+    names = short_labels([p["name"] for p in pods])
+    nodes = [p["node"] or "?" for p in pods]
+    node_colors = colors(list(dict.fromkeys(nodes)))
+    traces = []
+    for node, color in node_colors.items():
+        index = [i for i, n in enumerate(nodes) if n == node]
+        traces.append(go.Bar(
+            x=[names[i] for i in index], y=[pods[i]["share"] for i in index],
+            name=f"on {label(node)}", marker={
+                "color": color,
+                # Outside the band: drawn with a red outline, the eye finds them first.
+                "line": {"color": ["#B00020" if pods[i]["within_band"] is False else color
+                                   for i in index], "width": 2},
+            },
+            customdata=[[label(pods[i]["name"]), pods[i]["successes"]] for i in index],
+            hovertemplate="%{customdata[0]}<br>%{y:.2%} (%{customdata[1]} successes)"
+                          "<extra>%{fullData.name}</extra>",
+        ))
+    shapes = [
+        {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": low, "y1": high,
+         "fillcolor": "rgba(44,160,44,0.18)", "line": {"width": 0}, "layer": "below"},
+        {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": expected, "y1": expected,
+         "line": {"color": "#2CA02C", "dash": "dash", "width": 2}},
+    ]
+    note = (f"uniform 1/{len(pods)} = {expected:.2%}; green band {low:.2%}–{high:.2%}: "
+            "95 % range if each request picked a pod at random") if pods else ""
+    return go.Figure(traces, _layout(
+        "Pod shares of successful requests vs. a uniform spread", 400,
+        xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
+        yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
+        shapes=shapes, barmode="overlay",
+        annotations=[{"xref": "paper", "yref": "paper", "x": 1, "y": 1.02, "xanchor": "right",
+                      "yanchor": "bottom", "showarrow": False, "text": note,
+                      "font": {"size": 11, "color": "#1B7A1B"}}],
+    )).to_json()
+
+
+def latency_bars(groups: Sequence[tuple[str, Sequence[float | None]]], title: str,
+                 axis: str) -> str:
+    """Grouped p50/p95/p99 bars, one group per (name, [p50, p95, p99])."""
+    names = short_labels([g[0] for g in groups])
+    traces = [
+        go.Bar(x=names, y=[g[1][q] for g in groups], name=QUANTILE_NAMES[q],
+               hovertemplate="%{x}: %{y:.2f} ms<extra>" + QUANTILE_NAMES[q] + "</extra>")
+        for q in range(3)
+    ]
+    return go.Figure(traces, _layout(
+        title, 360, barmode="group", colorway=["#9ecae1", "#3182bd", "#08519c"],
+        xaxis=_axis(axis), yaxis=_axis("latency (ms)", rangemode="tozero"),
+    )).to_json()
+
+
+def cdf_points(hist: Any) -> tuple[list[float], list[float]]:
+    items = hist_items(hist)
+    total = sum(n for _, n in items)
+    xs, ys, seen = [], [], 0
+    for index, count in items:
+        seen += count
+        xs.append(round(bucket_value_ms(index), 4))
+        ys.append(seen / total)
+    return xs, ys
+
+
+def latency_cdf(hists: Mapping[str, Any], node_colors: Mapping[str, str]) -> str:
+    traces = []
+    for name, hist in hists.items():
+        xs, ys = cdf_points(hist)
+        if xs:
+            traces.append(go.Scatter(
+                x=xs, y=ys, mode="lines", name=label(name), line={"shape": "hv",
+                "color": node_colors.get(name)},
+                hovertemplate="%{y:.1%} ≤ %{x:.2f} ms<extra>%{fullData.name}</extra>",
+            ))
+    return go.Figure(traces, _layout(
+        "Latency CDF per entry node (successes)", 380,
+        xaxis=_axis("latency (ms, log scale)", type="log"),
+        yaxis=_axis("fraction of requests ≤ x", tickformat=".0%", range=[0, 1.02]),
+    )).to_json()
+
+
+def locality_bars(cross_node: Mapping[str, Any]) -> str:
+    """p50/p95/p99 of local, cross-node (and unknown) successes, from the summary."""
+    names = {"local": "local (pod on the entry node)", "cross_node": "cross-node (extra hop)",
+             "unknown": "unknown locality"}
+    groups = []
+    for key, name in names.items():
+        stats = cross_node.get(key) or {}
+        if stats.get("count"):
+            groups.append((f"{name}, n={stats['count']:,}",
+                           [stats["p50"], stats["p95"], stats["p99"]]))
+    return latency_bars(groups, "Local vs. cross-node latency (successes)", "where the pod ran")
+
+
+def _markers(markers: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+    shapes, notes = [], []
+    for i, marker in enumerate(markers):
+        x = marker["x"]
+        shapes.append({"type": "line", "x0": x, "x1": x, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"color": "#B00020", "dash": "dot", "width": 1.5}})
+        notes.append({"x": x, "yref": "paper", "y": 1 - 0.09 * (i % 3), "xanchor": "left",
+                      "showarrow": False, "text": label(marker["label"]),
+                      "font": {"size": 11, "color": "#B00020"}, "bgcolor": "rgba(255,255,255,.8)"})
+    return shapes, notes
+
+
+def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, title: str,
+              axis: str, node_colors: Mapping[str, str],
+              markers: Sequence[Mapping[str, Any]]) -> str:
+    """One line per entry node of a per-second field, fault markers as vertical lines."""
+    traces = []
+    for name, rows in series.items():
+        traces.append(go.Scatter(
+            x=[r["elapsed_s"] for r in rows], y=[r[field] for r in rows], mode="lines",
+            name=label(name), line={"color": node_colors.get(name), "width": 1.5},
+            connectgaps=False,
+            hovertemplate="%{x} s: %{y}<extra>%{fullData.name}</extra>",
+        ))
+    shapes, notes = _markers(markers)
+    return go.Figure(traces, _layout(
+        title, 320, xaxis=_axis("seconds since start"),
+        yaxis=_axis(axis, rangemode="tozero"), shapes=shapes, annotations=notes,
+        hovermode="x unified",
+    )).to_json()
+
+
+def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color: str,
+               expected: float | None = None) -> str:
+    """Small horizontal share bars (compare page)."""
+    labels = short_labels(names)
+    shapes = [] if expected is None else [
+        {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": expected, "x1": expected,
+         "line": {"color": "#2CA02C", "dash": "dash"}}]
+    trace = go.Bar(y=labels, x=list(shares), orientation="h", marker={"color": color},
+                   customdata=[label(n) for n in names],
+                   hovertemplate="%{customdata}: %{x:.1%}<extra></extra>")
+    return go.Figure(trace, _layout(
+        title, max(200, 70 + 22 * len(names)), showlegend=False,
+        margin={"l": 10, "r": 10, "t": 40, "b": 30},
+        xaxis=_axis("", tickformat=".0%", range=[0, max([*shares, expected or 0, 0.01]) * 1.1]),
+        yaxis=_axis("", autorange="reversed"), shapes=shapes,
+    )).to_json()

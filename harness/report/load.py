@@ -1,0 +1,75 @@
+"""Read a run folder (target.json, spread.json, run.json) into plain dicts, or say what is wrong."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ReportError
+from harness.recorder import check_spread
+
+HINT = "pass a folder written by nodeport-harness run"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run folder's saved data; ``target`` and ``run`` are empty dicts when absent."""
+
+    run_dir: Path
+    spread: dict[str, Any]
+    target: dict[str, Any]
+    run: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run.get("run_id") or self.run_dir.name)
+
+
+def load_run(run_dir: Path | str) -> RunData:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir} does not exist: {HINT}")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a folder: {HINT}")
+    if not (run_dir / "spread.json").is_file():
+        raise ReportError(f"{run_dir} is not a run folder (no spread.json): {HINT}")
+    spread = read_json(run_dir / "spread.json")
+    check_spread(spread)
+    _require_keys(run_dir / "spread.json", spread, ("totals", "entry_nodes", "pods", "series"))
+    # target.json and run.json enrich the report; a folder holding only spread.json
+    # (copied out of CI, say) still renders.
+    target = _optional(run_dir / "target.json")
+    if target:
+        _require_keys(run_dir / "target.json", target, ("nodes", "service"))
+    run = _optional(run_dir / "run.json")
+    return RunData(run_dir, spread, target, run)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ReportError(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path} is not UTF-8 text: {HINT}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReportError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}): {HINT}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} does not hold a JSON object: {HINT}")
+    return data
+
+
+def _optional(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.is_file() else {}
+
+
+def _require_keys(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if not isinstance(data.get(key), dict)]
+    if missing:
+        raise ReportError(f"{path} lacks {', '.join(missing)}: {HINT}")

@@ -1,0 +1,117 @@
+"""`nodeport-harness run`: a headless Locust run with the harness, as users would start it.
+
+It validates the options, then runs `python -m locust -f harness/locustfile.py --headless`
+in a child process (Locust patches its process with gevent; this one stays plain) and
+passes its exit code through: 0 ok, 1 failures or a breached threshold, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.options import add_harness_options, to_argv
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_harness_options(parser)
+    load = parser.add_argument_group("load")
+    load.add_argument("-u", "--users", type=int, default=10, help="users (default %(default)s)")
+    load.add_argument("-r", "--spawn-rate", type=float, default=None,
+                      help="users started per second (default: all at once)")
+    load.add_argument("-t", "--run-time", default="30s",
+                      help="duration, e.g. 30s, 2m, 1h30m (default %(default)s)")
+    load.add_argument("--processes", type=int, default=None,
+                      help="Locust worker processes on this machine (-1: one per core)")
+    load.add_argument("--stop-timeout", type=float, default=None,
+                      help="seconds users get to finish their request at the end "
+                           "(default: --timeout + 2)")
+    load.add_argument("-f", "--locustfile", default=None,
+                      help="your own locustfile with a NodePortUser subclass")
+    load.add_argument("--loglevel", default="WARNING", help="Locust log level")
+
+
+def validate(args) -> None:
+    if args.users < 1:
+        raise HarnessError(f"-u/--users must be at least 1, got {args.users}")
+    if args.spawn_rate is not None and args.spawn_rate <= 0:
+        raise HarnessError(f"-r/--spawn-rate must be positive, got {args.spawn_rate}")
+    seconds = parse_duration(args.run_time)
+    if seconds <= 0:
+        raise HarnessError(f"-t/--run-time must be positive, got {args.run_time}")
+    if args.processes is not None and args.processes == 0 or (
+        args.processes is not None and args.processes < -1
+    ):
+        raise HarnessError("--processes must be a positive number or -1")
+    if args.timeout <= 0:
+        raise HarnessError(f"--timeout must be positive, got {args.timeout}")
+    if args.locustfile and not Path(args.locustfile).is_file():
+        raise HarnessError(f"--locustfile {args.locustfile} does not exist")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '2m', '1h30m' -> seconds (Locust's --run-time format)."""
+    import re
+
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
+    if not text or not parts or not any(parts.groups()):
+        raise HarnessError(
+            f"-t/--run-time {text!r} is not a duration; use e.g. 30s, 2m or 1h30m"
+        )
+    h, m, s = (int(g) if g else 0 for g in parts.groups())
+    return float(h * 3600 + m * 60 + s)
+
+
+def locust_argv(args) -> list[str]:
+    argv = [
+        sys.executable, "-m", "locust", "-f", args.locustfile or str(LOCUSTFILE),
+        "--headless", "--only-summary", "--loglevel", args.loglevel,
+        "-u", str(args.users), "-r", str(args.spawn_rate or args.users),
+        "-t", args.run_time,
+    ]
+    if args.processes:
+        argv += ["--processes", str(args.processes)]
+    if args.stop_timeout is not None:
+        argv += ["--stop-timeout", str(args.stop_timeout)]
+    return argv + to_argv(args)
+
+
+def run(args) -> int:
+    validate(args)
+    if not args.run_id:
+        args.run_id = time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir = Path(args.report_dir) / args.run_id
+    args.progress = args.progress or sys.stderr.isatty()
+    argv = locust_argv(args)
+    child = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def forward(signum, _frame):
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                # The child got the same Ctrl-C from the terminal; wait for its reports.
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if (run_dir / "index.html").exists():
+        print(f"report: {run_dir / 'index.html'}", file=sys.stderr)
+    elif (run_dir / "spread.json").exists():
+        print(f"run folder: {run_dir}", file=sys.stderr)
+    return code

@@ -1,0 +1,157 @@
+"""NodePortUser: a FastHttpUser that picks an entry node per request and records who served it.
+
+Entry strategies (`--entry`): all (round-robin over nodes), random, single (first node or
+`--node NAME`, what the lab's naive client does), sticky (each user keeps one node, like
+DNS round-robin) and lb (the Service's LoadBalancer ingress). `--connection close` opens a
+new TCP connection per request by closing the user's client pool after each one: sending
+`Connection: close` alone let geventhttpclient reuse a socket the server had just closed.
+Recording is a direct call into the process's SpreadRecorder (no extra event listener).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+import time
+
+from locust import constant, task
+from locust.contrib.fasthttp import FastHttpUser
+
+from harness import plugin
+from harness.errors import HarnessError
+from harness.model import Target
+from harness.options import ENTRY_STRATEGIES
+
+_user_ids = itertools.count(1)
+
+
+def entry_plan(target: Target, strategy: str, user_index: int, node_name: str | None = None):
+    """The (label, base URL) list a user cycles through, and whether it picks at random."""
+    nodes = target.targeted_nodes
+    if strategy == "lb":
+        url = target.lb_url()
+        if not url:
+            raise HarnessError(
+                f"--entry lb: service {target.service.name} has no LoadBalancer ingress; "
+                "use --entry all, or make it type LoadBalancer (nodeport-harness expose "
+                f"{target.service.name} --type LoadBalancer)"
+            )
+        return [("lb", url)]
+    if not nodes:
+        raise HarnessError("no node to send traffic to: discovery found no targeted node")
+    if strategy == "single":
+        if node_name:
+            match = [n for n in target.nodes if n.name == node_name and n.address]
+            if not match:
+                raise HarnessError(
+                    f"--node {node_name}: no such node with an address; nodes: "
+                    + ", ".join(n.name for n in nodes)
+                )
+            node = match[0]
+        else:
+            node = nodes[0]
+        return [(node.name, target.node_url(node))]
+    if strategy == "sticky":
+        node = nodes[user_index % len(nodes)]
+        return [(node.name, target.node_url(node))]
+    plan = [(n.name, target.node_url(n)) for n in nodes]
+    if strategy == "all":
+        # Start each user at its own offset so the fleet is balanced from the first request.
+        shift = user_index % len(plan)
+        return plan[shift:] + plan[:shift]
+    if strategy == "random":
+        return plan
+    raise HarnessError(f"--entry {strategy!r}: use one of {', '.join(ENTRY_STRATEGIES)}")
+
+
+def classify_failure(response) -> str | None:
+    """None for a good reply, else the failure kind the recorder counts."""
+    error = getattr(response, "error", None)
+    status = getattr(response, "status_code", 0) or 0
+    if error is None:
+        if 200 <= status < 400:
+            return None
+        return _status_kind(status)
+    if status:
+        return _status_kind(status)
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    if isinstance(error, socket.timeout | TimeoutError) or "Timeout" in type(error).__name__:
+        return "timeout"
+    if isinstance(error, ConnectionResetError | BrokenPipeError) or (
+        type(error).__name__ == "HTTPConnectionClosed"
+    ):
+        return "reset"
+    if "Parse" in type(error).__name__ or "Protocol" in type(error).__name__:
+        return "bad_reply"
+    return "other"
+
+
+def _status_kind(status: int) -> str:
+    return f"http_{status}"
+
+
+class NodePortUser(FastHttpUser):
+    """Sends the configured request through the node (or LB) its strategy picks."""
+
+    wait_time = constant(0)
+    # Placeholder: Locust wants a host; the plugin fills it from discovery.
+    host = "http://127.0.0.1"
+    # Per-node keep-alive needs one connection per node at most: the user is one greenlet.
+    concurrency = 1
+
+    def __init__(self, environment):
+        options = environment.parsed_options
+        timeout = float(getattr(options, "timeout", 5.0) or 5.0)
+        self.connection_timeout = timeout
+        self.network_timeout = timeout
+        super().__init__(environment)
+        self.harness = plugin.current_run(environment)
+        self.user_index = next(_user_ids)
+        self.user_id = f"user-{self.user_index}"
+        target = self.harness.target
+        self.plan = entry_plan(target, options.entry, self.user_index, options.node or None)
+        self.pick_random = options.entry == "random" and len(self.plan) > 1
+        self.close_each = options.connection == "close"
+        self.method = options.method.upper()
+        self.path = options.path if options.path.startswith("/") else "/" + options.path
+        self.body = self._render_body(options.body)
+        self.headers = {"Content-Type": "application/json"} if self.body else {}
+        self.names = {label: f"{self.path} @{label}" for label, _ in self.plan}
+        self.extract = self.harness.extractor
+        self.generation = dict.fromkeys(self.names, 0)
+        self.step = 0
+
+    def _render_body(self, template: str | None) -> bytes | None:
+        if not template:
+            return None
+        return template.replace("{user}", self.user_id).encode()
+
+    @task
+    def send(self) -> None:
+        if self.pick_random:
+            label, base = random.choice(self.plan)
+        else:
+            label, base = self.plan[self.step % len(self.plan)]
+            self.step += 1
+        start = time.perf_counter()
+        response = self.client.request(
+            self.method, base + self.path, data=self.body, headers=self.headers,
+            name=self.names[label],
+        )
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        failure = classify_failure(response)
+        pod = None
+        if failure is None:
+            try:
+                pod = self.extract(response.headers, response.content)
+            except Exception:  # a reply must never stop the user
+                pod = None
+        connection = (self.user_index, label, self.generation[label])
+        if failure is not None and not self.close_each:
+            # geventhttpclient drops a connection after an error: the next one is new.
+            self.generation[label] += 1
+        self.harness.recorder.record(label, pod, latency_ms, failure, connection)
+        if self.close_each:
+            self.client.client.clientpool.close()

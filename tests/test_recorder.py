@@ -1,0 +1,378 @@
+"""SpreadRecorder: exact merging and draining, histogram accuracy, flat memory, raw output."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from harness.errors import ReportError
+from harness.recorder import (
+    _TABLE,
+    BUCKETS,
+    OTHER_POD,
+    SERIES_SHIFT,
+    SPREAD_SCHEMA,
+    UNKNOWN_POD,
+    RawWriter,
+    SpreadRecorder,
+    bucket_index,
+    bucket_of_us,
+    bucket_range_us,
+    failure_kind,
+    percentiles,
+)
+
+POD_NODES = {f"pod-{i}": f"node-{i % 3 + 1}" for i in range(6)}
+NODES = ["node-1", "node-2", "node-3"]
+
+
+class Clock:
+    """A settable clock: tests decide which second each request lands in."""
+
+    def __init__(self, t: float = 1_700_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def stream(count: int, seed: int = 7, step: float = 0.0007):
+    """A realistic request mix: (time, entry_node, pod, latency_ms, failure, connection)."""
+    rng = random.Random(seed)
+    pods = list(POD_NODES)
+    t = 1_700_000_000.25
+    failures = ["refused", "timeout", "reset", "http_503", "http_404", "bad_reply", "boom"]
+    for i in range(count):
+        t += step
+        failure = rng.choice(failures) if rng.random() < 0.02 else None
+        pod = rng.choice(pods) if failure is None or failure.startswith("http") else None
+        if failure is None and rng.random() < 0.01:
+            pod = None  # a reply that named no pod
+        connection = i // 37 if rng.random() < 0.9 else None
+        yield t, NODES[i % 3], pod, rng.lognormvariate(0.3, 0.6), failure, connection
+
+
+def canonical(data: dict) -> dict:
+    return json.loads(json.dumps(data, sort_keys=True))
+
+
+def feed(recorder: SpreadRecorder, clock: Clock, rows) -> None:
+    for t, node, pod, latency, failure, connection in rows:
+        clock.t = t
+        recorder.record(node, pod, latency, failure, connection)
+
+
+# -- purity ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["harness.recorder", "harness.analysis"])
+def test_pure_core_imports_no_locust_gevent_or_kubernetes(module):
+    code = (
+        f"import sys, {module}\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'locust', 'gevent', 'kubernetes'})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
+
+
+# -- histogram layout ------------------------------------------------------------------------
+
+def test_bucket_layout_is_contiguous_and_table_matches_formula():
+    previous_high = 0
+    for index in range(BUCKETS):
+        low, high = bucket_range_us(index)
+        assert low == previous_high
+        assert (high - low) / max(low, 1) <= 1 / 64 or low < 128
+        previous_high = high
+    assert previous_high == 1 << 37
+    step = 97
+    assert all(_TABLE[v] == bucket_of_us(v) for v in range(0, len(_TABLE), step))
+    for value in (0, 1, 127, 128, 129, 255, 256, 1000, 131071, 131072, 10**7, 1 << 36):
+        low, high = bucket_range_us(bucket_of_us(value))
+        assert low <= value < high
+    assert bucket_of_us(1 << 40) == BUCKETS - 1
+    assert bucket_index(float("inf")) == BUCKETS - 1
+    assert bucket_index(float("nan")) == 0
+    assert bucket_index(-3.0) == 0
+
+
+def test_histogram_percentiles_within_one_percent_of_numpy():
+    rng = np.random.default_rng(42)
+    latencies = rng.lognormal(mean=np.log(2.0), sigma=0.8, size=200_000)  # ms
+    clock = Clock()
+    recorder = SpreadRecorder(POD_NODES, clock)
+    for i, latency in enumerate(latencies.tolist()):
+        clock.t = 1_700_000_000.0 + i * 1e-4  # 20 s
+        recorder.record(NODES[i % 3], f"pod-{i % 6}", latency)
+    data = recorder.to_dict()
+    quantiles = [0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
+    ours = percentiles(data["latency"]["buckets"], quantiles)
+    for q, value in zip(quantiles, ours, strict=True):
+        exact = float(np.percentile(latencies, q * 100, method="inverted_cdf"))
+        assert abs(value - exact) / exact <= 0.01, (q, value, exact)
+    # Per node, per pod and per-second (coarse) histograms see the same values.
+    node_1 = latencies[0::3]
+    ours_node = percentiles(data["entry_nodes"]["node-1"]["latency"], [0.5, 0.99])
+    for q, value in zip([0.5, 0.99], ours_node, strict=True):
+        exact = float(np.percentile(node_1, q * 100, method="inverted_cdf"))
+        assert abs(value - exact) / exact <= 0.01
+    second = data["series"]["node-2"][3]
+    first_index = round((second["t"] - 1_700_000_000.0) / 1e-4)
+    in_second = [latencies[i] for i in range(first_index - 3, first_index + 10_003)
+                 if i % 3 == 1 and int(1_700_000_000.0 + i * 1e-4) == second["t"]]
+    assert second["requests"] == len(in_second)
+    coarse = percentiles(second["latency"], [0.5, 0.95], SERIES_SHIFT)
+    for q, value in zip([0.5, 0.95], coarse, strict=True):
+        exact = float(np.percentile(in_second, q * 100, method="inverted_cdf"))
+        assert abs(value - exact) / exact <= 0.032
+
+
+def test_percentiles_of_empty_histogram_are_none():
+    assert percentiles([], [0.5, 0.99]) == [None, None]
+    assert percentiles([0] * BUCKETS, [0.5]) == [None]
+
+
+# -- what is counted -------------------------------------------------------------------------
+
+def test_counts_pods_cross_node_failures_and_status_codes():
+    clock = Clock()
+    recorder = SpreadRecorder(POD_NODES, clock)
+    recorder.record("node-1", "pod-0", 1.0)  # pod-0 runs on node-1: local
+    recorder.record("node-1", "pod-1", 2.0)  # node-2: cross-node
+    recorder.record("node-1", None, 3.0)  # unknown pod
+    recorder.record("node-2", "pod-1", 4.0, "http_503")
+    recorder.record("node-2", None, 5.0, "refused")
+    recorder.record("node-2", None, 5.0, "a strange message")
+    data = recorder.to_dict()
+    assert data["schema"] == SPREAD_SCHEMA
+    assert data["totals"] == {"requests": 6, "successes": 3, "failures": 3}
+    assert recorder.totals() == data["totals"]
+    node_1, node_2 = data["entry_nodes"]["node-1"], data["entry_nodes"]["node-2"]
+    assert node_1["pods"] == {"pod-0": 1, "pod-1": 1, UNKNOWN_POD: 1}
+    assert node_2["failure_kinds"] == {"http_5xx": 1, "refused": 1, "other": 1}
+    assert node_2["http_status"] == {"503": 1}
+    assert data["pods"]["pod-1"]["failures"] == 1
+    assert {k: v["successes"] for k, v in data["locality"].items()} == {
+        "local": 1, "cross_node": 1, "unknown": 1}
+    assert failure_kind("http_404") == ("http_4xx", 404)
+    assert failure_kind("http_5xx") == ("http_5xx", None)
+    assert failure_kind("timeout") == ("timeout", None)
+
+
+def test_entry_point_that_is_not_a_node_has_unknown_locality():
+    recorder = SpreadRecorder(POD_NODES, Clock(), nodes=NODES)
+    recorder.record("lb", "pod-0", 1.0)
+    recorder.record("node-1", "pod-0", 1.0)
+    locality = recorder.to_dict()["locality"]
+    assert locality["unknown"]["successes"] == 1
+    assert locality["local"]["successes"] == 1
+
+
+def test_per_second_series_and_a_clock_that_steps_back():
+    clock = Clock(100.5)
+    recorder = SpreadRecorder(POD_NODES, clock)
+    for t, failure in [(100.5, None), (101.2, "timeout"), (100.7, None), (102.0, None)]:
+        clock.t = t
+        recorder.record("node-1", "pod-0", 1.0, failure)
+    data = recorder.to_dict()
+    rows = [(r["t"], r["requests"], r["failures"]) for r in data["series"]["node-1"]]
+    assert rows == [(100, 2, 0), (101, 1, 1), (102, 1, 0)]
+    assert data["start"] == 100.5 and data["end"] == 102.0
+
+
+def test_pod_names_beyond_the_cap_fold_into_other():
+    recorder = SpreadRecorder({}, Clock(), max_pods=5)
+    for i in range(100):
+        recorder.record("node-1", f"request-id-{i}", 1.0)
+    data = recorder.to_dict()
+    assert len(data["pods"]) == 6  # five names, then "(other)"
+    assert data["pods"][OTHER_POD]["successes"] == 95
+    assert data["totals"]["successes"] == 100
+    assert len(recorder._entry["node-1"].cells) == 6
+
+
+def test_markers_are_kept_and_sorted():
+    clock = Clock(50.0)
+    recorder = SpreadRecorder(POD_NODES, clock)
+    recorder.mark(60.0, "node-2 up")
+    recorder.mark(None, "node-2 down")
+    assert recorder.to_dict()["markers"] == [
+        {"t": 50.0, "label": "node-2 down"}, {"t": 60.0, "label": "node-2 up"}]
+
+
+# -- connections -----------------------------------------------------------------------------
+
+def test_connection_pinning_and_requests_per_connection():
+    recorder = SpreadRecorder(POD_NODES, Clock())
+    for connection in range(10):
+        for _ in range(20):  # keep-alive: one pod per connection
+            recorder.record("node-1", f"pod-{connection % 6}", 1.0, None, connection)
+    for _ in range(3):  # a connection that saw three pods, then failed once
+        recorder.record("node-1", "pod-0", 1.0, None, "multi")
+        recorder.record("node-1", "pod-1", 1.0, None, "multi")
+        recorder.record("node-1", "pod-2", 1.0, None, "multi")
+    recorder.record("node-1", None, 1.0, "reset", "multi")
+    recorder.record("node-1", None, 1.0, "refused", "never-answered")
+    recorder.record("node-1", "pod-0", 1.0)  # untracked
+    conns = recorder.to_dict()["connections"]
+    assert conns["tracked"] == 12
+    assert conns["requests"] == 10 * 20 + 10 + 1
+    assert conns["distinct_pods"] == {"0": 1, "1": 10, "3": 1}
+    assert conns["requests_per_connection"] == [[1, 1], [10, 1], [20, 10]]
+
+
+def test_connection_tracking_is_bounded_and_oldest_finish_first():
+    recorder = SpreadRecorder(POD_NODES, Clock(), max_connections=100)
+    for connection in range(1000):
+        recorder.record("node-1", "pod-0", 1.0, None, connection)
+        recorder.record("node-1", "pod-1", 1.0, None, connection)
+        assert len(recorder._live) <= 100
+    assert 0 not in recorder._live and 999 in recorder._live
+    conns = recorder.to_dict()["connections"]
+    assert conns["tracked"] == 1000
+    assert conns["distinct_pods"] == {"2": 1000}
+    assert conns["evicted"] == 1000 - len(recorder._live)
+    recorder.end_connection(999)
+    assert 999 not in recorder._live
+    assert recorder.to_dict()["connections"]["tracked"] == 1000
+
+
+# -- merge, drain, round trip ----------------------------------------------------------------
+
+def test_drained_deltas_merge_to_one_recorder_that_saw_everything():
+    rows = list(stream(20_000))
+    clock_all, clock_worker = Clock(), Clock()
+    everything = SpreadRecorder(POD_NODES, clock_all)
+    worker = SpreadRecorder(POD_NODES, clock_worker)
+    deltas = []
+    for i, row in enumerate(rows):
+        feed(everything, clock_all, [row])
+        feed(worker, clock_worker, [row])
+        if i == 5000:
+            everything.mark(row[0], "node-2 down")
+            worker.mark(row[0], "node-2 down")
+        if i % 997 == 0:
+            deltas.append(json.loads(json.dumps(worker.drain())))
+    deltas.append(worker.drain(final=True))
+    master = SpreadRecorder(POD_NODES)
+    for delta in deltas:
+        master.merge(delta)
+    assert canonical(master.to_dict()) == canonical(everything.to_dict())
+    assert worker.totals() == {"requests": 0, "successes": 0, "failures": 0}
+
+
+def test_two_workers_merge_exactly():
+    rows = list(stream(12_000, seed=3))
+    clocks = [Clock(), Clock(), Clock()]
+    everything = SpreadRecorder(POD_NODES, clocks[0])
+    workers = [SpreadRecorder(POD_NODES, clocks[1]), SpreadRecorder(POD_NODES, clocks[2])]
+    master = SpreadRecorder(POD_NODES)
+    for i, row in enumerate(rows):
+        feed(everything, clocks[0], [row])
+        # A connection lives in one worker, as in Locust.
+        which = 0 if row[5] is None else row[5] % 2
+        feed(workers[which], clocks[which + 1], [row])
+        if i % 1500 == 0:
+            for worker in workers:
+                master.merge(worker.drain())
+    for worker in workers:
+        master.merge(worker.drain(final=True))
+    assert canonical(master.to_dict()) == canonical(everything.to_dict())
+
+
+def test_merge_accepts_a_recorder():
+    rows = list(stream(3000, seed=5))
+    clock = Clock()
+    first, second, both = (SpreadRecorder(POD_NODES, clock) for _ in range(3))
+    feed(first, clock, rows[:1500])
+    feed(second, clock, rows[1500:])
+    feed(both, clock, rows)
+    first.merge(second)
+    assert first.totals() == both.totals() == {"requests": 3000,
+                                               "successes": both.totals()["successes"],
+                                               "failures": both.totals()["failures"]}
+    merged, whole = first.to_dict(), both.to_dict()
+    # Connection 1500 // 37 straddles the split: the only allowed difference.
+    for data in (merged, whole):
+        data.pop("connections")
+    assert canonical(merged) == canonical(whole)
+
+
+def test_to_dict_from_dict_round_trip_through_json():
+    clock = Clock()
+    recorder = SpreadRecorder(POD_NODES, clock, max_connections=500, max_pods=50)
+    feed(recorder, clock, stream(5000, seed=11))
+    recorder.mark(clock.t, "node-1 down")
+    data = json.loads(json.dumps(recorder.to_dict(), allow_nan=False))
+    again = SpreadRecorder.from_dict(data).to_dict()
+    assert canonical(again) == data
+    assert data["limits"] == {"max_pods": 50, "max_connections": 500}
+
+
+def test_merge_refuses_other_schemas():
+    recorder = SpreadRecorder(POD_NODES)
+    with pytest.raises(ReportError, match="schema"):
+        recorder.merge({"schema": "something/else"})
+    bad_layout = {**recorder.to_dict(), "histogram": {"unit": "ms"}}
+    with pytest.raises(ReportError, match="layout"):
+        recorder.merge(bad_layout)
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+def test_memory_is_flat_in_the_number_of_requests():
+    clock = Clock()
+    recorder = SpreadRecorder(POD_NODES, clock)
+    pods = list(POD_NODES)
+    rng = random.Random(1)
+    latencies = [rng.lognormvariate(0.3, 0.6) for _ in range(4096)]
+    base = 1_700_000_000.0
+
+    def run(first: int, last: int) -> None:
+        record = recorder.record
+        for i in range(first, last):
+            clock.t = base + i * 1e-4  # 1 M requests over 100 s
+            record(NODES[i % 3], pods[i % 6], latencies[i & 4095], None, i // 3)
+
+    run(0, 50_000)  # warm up: every node, pod and 10 000 live connections exist
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run(50_000, 1_050_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert recorder.totals()["requests"] == 1_050_000
+    # What remains is the per-second series: 95 s x 3 nodes of sparse rows.
+    assert grown < 3 * 1024 * 1024, grown
+
+
+# -- raw output ------------------------------------------------------------------------------
+
+def test_raw_writer_writes_every_request_as_gzip_csv(tmp_path):
+    path = tmp_path / "requests.csv.gz"
+    clock = Clock(10.0)
+    recorder = SpreadRecorder(POD_NODES, clock, raw=RawWriter(path))
+    recorder.record("node-1", "pod-0", 1.25, None, 7)
+    clock.t = 10.5
+    recorder.record("node-1", "pod-1", 2.5, None, (1, "node-1", 0))
+    recorder.record("node-2", None, 3.0, "timeout")
+    assert not path.exists()  # written atomically on close
+    recorder.close()
+    with gzip.open(path, "rt", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == list(RawWriter.FIELDS)
+    assert rows[1] == ["10.000000", "node-1", "pod-0", "node-1", "0", "1.250", "", "7"]
+    assert rows[2][2:5] == ["pod-1", "node-2", "1"]
+    assert rows[3][1:] == ["node-2", UNKNOWN_POD, "", "", "3.000", "timeout", ""]
+    assert len(rows) == 4
+    assert not path.with_name(path.name + ".part").exists()
