@@ -2,10 +2,11 @@
 
 Prints JSON lines: one per measured slice, then one summary per connection mode with the
 ratio proxied/direct (of req/s, and of the lab process's CPU time per request). Slices are
-interleaved (direct, proxied, direct, ...) so drift in the machine's load hits both alike. The load runs in this process (gevent greenlets on
-raw sockets, bounded in count and time); the lab runs in its own process, as always.
+interleaved (direct, proxied, direct, ...) so drift in the machine's load hits both alike.
+The load runs in this process (gevent greenlets on raw sockets, bounded in count and time);
+the lab runs in its own process, as always.
 
-    python bench/lab.py [--seconds 1.5] [--rounds 3] [--concurrency 16]
+    python bench/lab.py [--seconds 1.5] [--rounds 3] [--concurrency 16] [--data-plane pipe]
 """
 
 from __future__ import annotations
@@ -110,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
     parser.add_argument("--hop-ms", type=float, default=0.2,
                         help="lab cross-node hop (the measured path is same-node)")
+    parser.add_argument("--data-plane", choices=("handoff", "pipe"), default="handoff",
+                        help="how the lab's node proxy reaches its in-process pods")
     args = parser.parse_args(argv)
     # One pod, on node-1, entered through node-1: the difference is the proxy alone.
-    with LabCluster(nodes=3, pods=1, placement=[1, 0, 0], hop_ms=args.hop_ms) as lab:
+    with LabCluster(nodes=3, pods=1, placement=[1, 0, 0], hop_ms=args.hop_ms,
+                    data_plane=args.data_plane) as lab:
         pod = lab.pods[0]
         node = lab.nodes[0]
         targets = {
@@ -149,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 "lab_cpu_us_per_req": {"direct": cpu_direct, "proxied": cpu_proxied},
                 "cpu_ratio": round(cpu_direct / cpu_proxied, 3) if cpu_proxied else None,
                 "goal": goal,
-                "concurrency": args.concurrency, "seconds": args.seconds,
-                "rounds": args.rounds,
+                "data_plane": args.data_plane, "concurrency": args.concurrency,
+                "seconds": args.seconds, "rounds": args.rounds,
             }), flush=True)
     return 0
 

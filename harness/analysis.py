@@ -484,7 +484,7 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
     share = top["requests"] / total
     metric = {"node": top["name"], "share": share, "nodes": len(targeted),
               "entry_nodes": len(entered)}
-    if len(nodes) <= 1:
+    if len(targeted) <= 1:
         return [_finding("ingress_concentration", "info",
                          f"The cluster has one node ({top['name']}): it is a single point of "
                          "failure whatever the Service type.", **metric)]
@@ -507,10 +507,11 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
         return [_finding("ingress_concentration", "warning", text + ".", unused=unused,
                          **metric)]
     low = min(n["requests"] for n in entered) / total
+    each = _pct(share) if _pct(low) == _pct(share) else f"{_pct(low)} to {_pct(share)}"
     return [_finding(
         "ingress_concentration", "ok",
-        f"Ingress was spread over {len(entered)} nodes ({_pct(low)} to {_pct(share)} each): "
-        f"losing one costs about {_pct(share)} of clients, not all.", low=low, **metric)]
+        f"Ingress was spread over {len(entered)} nodes ({each} each): losing one costs about "
+        f"{_pct(share)} of clients, not all.", low=low, **metric)]
 
 
 def _f_faults(s: Mapping[str, Any]) -> list[Row]:
@@ -534,12 +535,19 @@ def _f_faults(s: Mapping[str, Any]) -> list[Row]:
         text = (f"{when}: {_pct(ratio)} of requests failed from then {until} "
                 f"({_n(fault['failures'])} of {_n(fault['requests'])}"
                 + (f"; {_pct(before)} before" if before is not None else "") + ")")
-        if kind == "node" and ratio >= 0.001:
+        # A health check only helps with failures that entered through the dead node; the
+        # rest came through live nodes whose kube-proxy still routed to its pods.
+        lb_would_help = (kind == "node" and ratio >= 0.001
+                         and (fault.get("via_node_share") or 0) >= 0.5)
+        if lb_would_help:
             text += "; a LoadBalancer health check would have removed it"
-        elif kind != "node" and ratio >= 0.001:
-            text += "; kube-proxy keeps routing to a pod until its endpoint is removed"
+        elif ratio >= 0.001:
+            pods = f"{name}'s pods" if kind == "node" else "the pod"
+            text += (f"; they entered through other nodes, whose kube-proxy kept routing to "
+                     f"{pods} until the endpoints were removed")
         severity = "critical" if ratio >= 0.05 else "warning" if ratio >= 0.001 else "ok"
-        out.append(_finding(f"fault:{name}", severity, text + ".", **metric))
+        out.append(_finding(f"fault:{name}", severity, text + ".", kind=kind,
+                            lb_would_help=lb_would_help, **metric))
     return out
 
 
@@ -702,6 +710,13 @@ def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
     metric = dict(k)
     caveat = (f" (connection tracking hit its limit and finalised {_n(k['evicted'])} early: "
               "figures are approximate)" if k["evicted"] else "")
+    if s["run"]["connection_mode"] == "close":
+        # The mode is the truth: a caller that reuses connection keys across closed
+        # connections would otherwise read as per-request balancing.
+        return [_finding(
+            "keepalive_pinning", "info",
+            "Every request opened a new connection (connection mode close): kube-proxy chose "
+            "a pod for each one, so keep-alive pinning did not apply.", **metric)]
     if per_connection < 1.5:
         return [_finding(
             "keepalive_pinning", "info",
@@ -795,8 +810,7 @@ def _f_loadbalancer(s: Mapping[str, Any], findings: list[Row]) -> list[Row]:
         reasons.append(f"it spreads clients over every healthy node instead of sending "
                        f"{_pct(ingress['metric']['share'])} through {ingress['metric']['node']}")
     for finding in findings:
-        if (finding["id"].startswith("fault:") and finding["severity"] != "ok"
-                and "LoadBalancer" in finding["text"]):
+        if finding["id"].startswith("fault:") and finding["metric"].get("lb_would_help"):
             reasons.append(f"it stops sending to a node that fails its health check, "
                            f"instead of the {_pct(finding['metric']['fail_ratio'])} failures "
                            f"after {finding['id'].split(':', 1)[1]} went down")

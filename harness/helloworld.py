@@ -8,6 +8,7 @@ and a concurrency cap so its capacity is known: ``concurrency / service time`` r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from gevent import pywsgi
 from gevent.lock import BoundedSemaphore
 
 MAX_BODY = 64 * 1024  # bytes; a bigger body is refused with 413 without being read
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 
 Environ = dict
 StartResponse = Callable[..., object]
@@ -171,27 +173,50 @@ class HelloServer(pywsgi.WSGIServer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.connections: set = set()
+        self.connections: dict = {}  # socket -> the greenlet serving it
 
     def handle(self, sock, address):
         # Without TCP_NODELAY small responses wait for delayed ACKs: ~44 ms per request.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connections.add(sock)
+        self._serve(sock, address)
+
+    def _serve(self, sock, address) -> None:
+        self.connections[sock] = gevent.getcurrent()
         try:
             super().handle(sock, address)
         finally:
-            self.connections.discard(sock)
+            self.connections.pop(sock, None)
+
+    def adopt(self, sock, address: tuple[str, int]) -> None:
+        """Serve a connection accepted elsewhere (the lab's node proxy hands it over)."""
+        if self.closed:
+            _reset(sock)  # a dead pod: the client sees a reset, as from a closed port
+            return
+        gevent.spawn(self._serve_adopted, sock, address)
+
+    def _serve_adopted(self, sock, address: tuple[str, int]) -> None:
+        try:
+            self._serve(sock, address)
+        finally:
+            sock.close()
 
     def kill(self) -> None:
         """Stop now: close the listener and reset every open connection."""
         self.close()
-        for sock in list(self.connections):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
-            except OSError:
-                pass
+        for sock, greenlet in list(self.connections.items()):
+            # Closing the socket object is not enough (pywsgi's reader holds a reference);
+            # the handler's own cleanup closes the descriptor, and SO_LINGER 0 makes it an RST.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            greenlet.kill(block=False)
         self.connections.clear()
+
+
+def _reset(sock) -> None:
+    """Close with an RST (SO_LINGER 0), as a client sees when the process behind dies."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        sock.close()
 
 
 def make_app(pod: str, node: str, service_ms: float = 0, concurrency: int = 0) -> HelloApp:

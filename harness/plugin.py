@@ -97,6 +97,10 @@ def on_init(environment, **_kwargs) -> None:
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _master_final)
     _discover(run, options)
+    if environment.web_ui is not None:
+        from harness import webui
+
+        webui.install(environment, run)
     if not environment.stop_timeout:
         # Let users finish the request in flight: recorded == served, exactly.
         environment.stop_timeout = float(options.timeout) + 2.0
@@ -371,7 +375,7 @@ def write_outputs(run: HarnessRun) -> None:
     spread = run.recorder.to_dict()
     info = run_info(run)
     write_json_atomic(run_dir / "target.json", run.target.to_dict())
-    write_json_atomic(run_dir / "spread.json", spread)
+    write_json_atomic(run_dir / "spread.json", spread, compact=True)
     write_json_atomic(run_dir / "run.json", info)
     run.outputs = {"run_dir": str(run_dir)}
     try:
@@ -408,6 +412,10 @@ def run_info(run: HarnessRun) -> dict:
         "role": run.role,
         "entry": options.entry,
         "connection": options.connection,
+        # The names analysis.summarize reads.
+        "entry_strategy": options.entry,
+        "connection_mode": options.connection,
+        "start": run.started,
         "users": getattr(options, "num_users", None),
         "spawn_rate": getattr(options, "spawn_rate", None),
         "stop_timeout_s": run.environment.stop_timeout,
@@ -426,14 +434,17 @@ def run_info(run: HarnessRun) -> dict:
 
 
 def reproduce_command() -> str:
-    argv = [a for a in sys.argv if not a.startswith("--nodeport-target")]
-    return " ".join(_quote(a) for a in argv)
-
-
-def _quote(arg: str) -> str:
+    """What the user typed (`nodeport-harness run` passes it down), secrets redacted."""
     import shlex
 
-    return shlex.quote(arg)
+    from harness.report.fmt import redact_command
+
+    command = os.environ.get("NODEPORT_HARNESS_COMMAND")
+    if not command:
+        argv = [a for a in sys.argv if not a.startswith("--nodeport-target")]
+        argv[0] = "locust" if argv and argv[0].endswith(("locust", "__main__.py")) else argv[0]
+        command = shlex.join(argv)
+    return redact_command(command)
 
 
 def _locust_version() -> str:

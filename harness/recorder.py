@@ -2,7 +2,11 @@
 streaming aggregates that are cheap to record, flat in memory and exact to merge.
 
 The hot path (`SpreadRecorder.record`) runs inside Locust for every request, so it only does
-dict lookups and integer increments on plain lists; no numpy, no per-request objects.
+dict lookups and integer increments on plain lists; no numpy, nothing kept per request.
+Memory is flat in the number of requests: histograms are fixed lists per entry node, pod and
+locality; pod names are capped (``max_pods``); live connections are capped
+(``max_connections``, about 300 bytes each); only the per-second series grows, with the run's
+duration (about 1 KB per entry node per second).
 
 Latency histograms use a fixed HdrHistogram-style log-linear layout over integer
 microseconds: values below 128 µs get one bucket per µs, above that every power of two is cut
@@ -58,6 +62,7 @@ import math
 import os
 import re
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -305,7 +310,7 @@ class _EntryNode:
         self.latency = [0] * BUCKETS
         self.failure_kinds: dict[str, int] = {}
         self.http_status: dict[int, int] = {}
-        # Closed seconds: second -> [requests, failures, {series bucket: count}].
+        # Closed seconds: second -> [requests, failures, packed (bucket, count) pairs].
         self.series: dict[int, list[Any]] = {}
         # The open second: [requests, failures, dense series buckets]. The empty window
         # (second > second_end) makes the first record open one.
@@ -464,14 +469,13 @@ class SpreadRecorder:
         stored = node.series.pop(second, None)  # a clock that stepped back
         if stored is not None:
             row[0], row[1] = stored[0], stored[1]
-            add_hist(row[2], stored[2])
+            for index, count in _unpack(stored[2]):
+                row[2][index] += count
         node.second, node.second_end, node.row = second, second + 1, row
 
     def _close_second(self, node: _EntryNode) -> None:
         requests, failures, dense = node.row  # type: ignore[misc]
-        node.series[node.second] = [
-            requests, failures, {i: n for i, n in enumerate(dense) if n}
-        ]
+        node.series[node.second] = [requests, failures, _pack(_sparse(dense))]
         node.row = None
         node.second, node.second_end = 1, 0
 
@@ -536,7 +540,8 @@ class SpreadRecorder:
                 self.pod_nodes[pod] = node
 
     def mark(self, t: float | None, label: str) -> None:
-        """Annotate a moment (epoch seconds; None: now), e.g. ``"node-2 down"``."""
+        """Annotate a moment (epoch seconds on the recorder's clock; None: now), e.g.
+        ``"node-2 down"``: the analysis reads ``<name> down|up|kill`` labels as faults."""
         self._markers.append({"t": self._clock() if t is None else float(t), "label": label})
 
     def totals(self) -> dict[str, int]:
@@ -622,9 +627,11 @@ class SpreadRecorder:
             target = node.row
             add_hist(target[2], row.get("latency"))
         else:
-            target = node.series.setdefault(second, [0, 0, {}])
+            target = node.series.setdefault(second, [0, 0, _pack(())])
+            merged = dict(_unpack(target[2]))
             for index, count in hist_items(row.get("latency")):
-                target[2][index] = target[2].get(index, 0) + count
+                merged[index] = merged.get(index, 0) + count
+            target[2] = _pack(sorted(merged.items()))
         target[0] += row.get("requests", 0)
         target[1] += row.get("failures", 0)
 
@@ -706,15 +713,23 @@ class SpreadRecorder:
 
 
 def _export_series(node: _EntryNode) -> list[dict[str, Any]]:
-    rows = {s: (r[0], r[1], r[2]) for s, r in node.series.items()}
+    rows = {s: (r[0], r[1], [list(p) for p in _unpack(r[2])]) for s, r in node.series.items()}
     if node.row is not None:
-        dense = node.row[2]
-        rows[node.second] = (node.row[0], node.row[1], {i: n for i, n in enumerate(dense) if n})
+        rows[node.second] = (node.row[0], node.row[1], _sparse(node.row[2]))
     return [
-        {"t": second, "requests": requests, "failures": failures,
-         "latency": [[i, n] for i, n in sorted(hist.items())]}
-        for second, (requests, failures, hist) in sorted(rows.items())
+        {"t": second, "requests": requests, "failures": failures, "latency": pairs}
+        for second, (requests, failures, pairs) in sorted(rows.items())
     ]
+
+
+def _pack(pairs: Iterable[Sequence[int]]) -> array:
+    # A closed second's histogram as flat (index, count) uint32s: ~8 bytes a bucket instead
+    # of ~25 in a dict, which is what keeps an hour-long run's series small.
+    return array("I", [value for pair in pairs for value in pair])
+
+
+def _unpack(packed: array) -> Iterable[tuple[int, int]]:
+    return zip(packed[0::2], packed[1::2], strict=True)
 
 
 def check_spread(data: Mapping[str, Any]) -> None:

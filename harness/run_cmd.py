@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -87,14 +88,23 @@ def locust_argv(args) -> list[str]:
     return argv + to_argv(args)
 
 
-def run(args) -> int:
+def run(args, quiet: bool = False) -> int:
+    """Run Locust; `quiet` keeps its output in RUN_DIR/locust.log (the demo's many runs)."""
     validate(args)
     if not args.run_id:
         args.run_id = time.strftime("run-%Y%m%d-%H%M%S")
     run_dir = Path(args.report_dir) / args.run_id
-    args.progress = args.progress or sys.stderr.isatty()
+    args.progress = not quiet and (args.progress or sys.stderr.isatty())
     argv = locust_argv(args)
-    child = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = None
+    if quiet:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = open(run_dir / "locust.log", "w")  # noqa: SIM115 - closed below
+    typed = os.environ.get("NODEPORT_HARNESS_COMMAND") or shlex.join(
+        ["nodeport-harness", *sys.argv[1:]])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NODEPORT_HARNESS_COMMAND": typed}
+    child = subprocess.Popen(argv, env=env,
+                             stdout=out, stderr=subprocess.STDOUT if out else None)
 
     def forward(signum, _frame):
         child.send_signal(signum)
@@ -110,6 +120,14 @@ def run(args) -> int:
                 continue
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if out is not None:
+            out.close()
+    if quiet:
+        if code not in (0, 1):
+            tail = (run_dir / "locust.log").read_text(errors="replace").strip().splitlines()
+            print(f"run {args.run_id} exited {code}: {tail[-1] if tail else ''}",
+                  file=sys.stderr)
+        return code
     if (run_dir / "index.html").exists():
         print(f"report: {run_dir / 'index.html'}", file=sys.stderr)
     elif (run_dir / "spread.json").exists():

@@ -75,6 +75,10 @@ def classify_failure(response) -> str | None:
         return _status_kind(status)
     if status:
         return _status_kind(status)
+    # geventhttpclient wraps the cause: RetriesExceeded(url, n, original=<the real error>).
+    original = getattr(error, "original", None)
+    if isinstance(original, BaseException):
+        error = original
     if isinstance(error, ConnectionRefusedError):
         return "refused"
     if isinstance(error, socket.timeout | TimeoutError) or "Timeout" in type(error).__name__:
@@ -148,10 +152,15 @@ class NodePortUser(FastHttpUser):
                 pod = self.extract(response.headers, response.content)
             except Exception:  # a reply must never stop the user
                 pod = None
+        # A "client session": one keep-alive connection, or (close mode) one user's series
+        # of new connections to the same entry. Pods per session shows kube-proxy's
+        # per-connection balancing: 1 with keep-alive, many with a new connection each time.
         connection = (self.user_index, label, self.generation[label])
+        recorder = self.harness.recorder
+        recorder.record(label, pod, latency_ms, failure, connection)
         if failure is not None and not self.close_each:
             # geventhttpclient drops a connection after an error: the next one is new.
+            recorder.end_connection(connection)
             self.generation[label] += 1
-        self.harness.recorder.record(label, pod, latency_ms, failure, connection)
         if self.close_each:
             self.client.client.clientpool.close()

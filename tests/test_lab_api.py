@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -44,7 +45,7 @@ class ApiLab:
 
     def token(self, restricted: bool = False) -> str:
         path = self.restricted_kubeconfig if restricted else self.kubeconfig
-        return json.loads(path.read_text())["users"][0]["user"]["token"]
+        return yaml.safe_load(path.read_text())["users"][0]["user"]["token"]
 
     def call(self, method: str, path: str, body: object = None, *,
              token: str | None = "admin",  # noqa: S107 - a role name, not a secret

@@ -83,6 +83,7 @@ class LabCluster:
         restricted_token: bool = False,
         lb_check_s: float = 0.5,
         seed: int | None = None,
+        data_plane: str = "handoff",
     ):
         self.config: dict[str, Any] = {
             "nodes": nodes, "pods": pods, "placement": list(placement) if placement else None,
@@ -91,6 +92,7 @@ class LabCluster:
             "pod_concurrency": pod_concurrency, "external_ip": external_ip,
             "extra_api_nodes": extra_api_nodes, "hop_ms": hop_ms,
             "restricted_token": restricted_token, "lb_check_s": lb_check_s, "seed": seed,
+            "data_plane": data_plane,
         }
         _validate(self.config)
         if block is not None and not 0 <= block <= 250:
@@ -118,21 +120,27 @@ class LabCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             self.state_dir.chmod(0o700)
-        _refuse_running_lab(self.state_dir)
-        blocks = [self.block] if self.block is not None else _candidate_blocks()
-        last: LabError | None = None
-        for block in blocks[:20]:
-            if self.block is None and not block_is_free(block):
-                continue
-            try:
-                self._launch(block)
-                return self
-            except _AddressInUse as err:
-                last = LabError(str(err))
-                if self.block is not None:
-                    break
-        raise last or LabError("no free 127.<block>.0.0/16 address block for the lab; "
-                               "stop other labs or pass --block")
+        try:
+            _refuse_running_lab(self.state_dir)
+            blocks = [self.block] if self.block is not None else _candidate_blocks()
+            last: LabError | None = None
+            for block in blocks[:20]:
+                if self.block is None and not block_is_free(block):
+                    continue
+                try:
+                    self._launch(block)
+                    return self
+                except _AddressInUse as err:
+                    last = LabError(str(err))
+                    if self.block is not None:
+                        break
+            raise last or LabError("no free 127.<block>.0.0/16 address block for the lab; "
+                                   "stop other labs or pass --block")
+        except BaseException:
+            self.stop()  # e.g. Ctrl-C while starting: the lab process goes too
+            if self._own_dir:  # nothing of a failed start stays behind
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
 
     def _launch(self, block: int) -> None:
         assert self.state_dir is not None
@@ -160,7 +168,7 @@ class LabCluster:
             if code is not None:
                 self.process = None
                 self._finalizer.detach()
-                line = _last_line(log_path)
+                line = _last_line(log_path).removeprefix("error: ")
                 if code == EXIT_ADDRESS_IN_USE:
                     raise _AddressInUse(line)
                 raise LabError(f"the lab failed to start: {line or f'exit code {code}'}")
@@ -310,6 +318,7 @@ def _validate(config: dict[str, Any]) -> None:
         "policy": ("Cluster", "Local"),
         "affinity": ("None", "ClientIP"),
         "proxy_mode": ("iptables", "ipvs"),
+        "data_plane": ("handoff", "pipe"),
     }
     for key, allowed in choices.items():
         if config[key] not in allowed:
@@ -347,12 +356,15 @@ def _candidate_blocks() -> list[int]:
 def _refuse_running_lab(state_dir: Path) -> None:
     info = _read_json(state_dir / LAB_FILE)
     pid = info.get("pid") if info else None
-    if pid and _alive(pid):
+    if pid and pid_alive(pid):
         raise LabError(f"a lab is already running from {state_dir} (pid {pid}); stop it "
                        "(Ctrl-C in its terminal) or use another --state-dir")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid runs (and is not a zombie)."""
+    if pid <= 0:
+        return False  # 0 and negatives address process groups, not a process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -414,7 +426,7 @@ def read_lab_info(state_dir: str | os.PathLike) -> dict[str, Any]:
     if not info:
         raise LabError(f"no running lab found in {state_dir} (no {LAB_FILE}); start one with "
                        "'nodeport-harness lab' or pass --state-dir")
-    if not _alive(int(info.get("pid") or 0)):
+    if not pid_alive(int(info.get("pid") or 0)):
         raise LabError(f"the lab recorded in {path} (pid {info.get('pid')}) is not running; "
                        "start one with 'nodeport-harness lab'")
     return info
@@ -463,7 +475,7 @@ def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_
             external_ip=config["external_ip"], extra_api_nodes=config["extra_api_nodes"],
             seed=config["seed"],
         )
-    except ValueError as err:
+    except (ValueError, LabApiError) as err:
         log(f"error: {err}")
         return 2
 
@@ -485,8 +497,14 @@ def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_
             servers.pop(name).kill()  # a killed pod stops serving and resets its clients
 
     state.subscribe(sync_pods)
+
+    def handoff(pod_name: str) -> Any:
+        server = servers.get(pod_name)
+        return server.adopt if server is not None else None
+
     proxy = NodePortProxy(state, proxy_mode=config["proxy_mode"], hop_ms=config["hop_ms"],
-                          lb_check_s=config["lb_check_s"], seed=config["seed"], log=log)
+                          lb_check_s=config["lb_check_s"], seed=config["seed"], log=log,
+                          handoff=handoff if config["data_plane"] == "handoff" else None)
     proxy.start()
     if proxy.errors:
         log(f"error: {proxy.errors[0]}; pass another --node-port or stop what uses it")
@@ -540,6 +558,7 @@ def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_
         "policy": config["policy"],
         "affinity": config["affinity"],
         "proxy_mode": config["proxy_mode"],
+        "data_plane": config["data_plane"],
         "hop_ms": config["hop_ms"],
         "lb_check_s": config["lb_check_s"],
         "nodes": [
@@ -561,7 +580,7 @@ def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_
     def watch_parent() -> None:
         # A caller killed hard (SIGKILL) cannot stop us: notice and go, leaving nothing.
         while not stop.wait(0.5):
-            if parent_pid and (os.getppid() != parent_pid or not _alive(parent_pid)):
+            if parent_pid and (os.getppid() != parent_pid or not pid_alive(parent_pid)):
                 stop.set()
 
     watcher = gevent.spawn(watch_parent)

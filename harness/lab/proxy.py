@@ -1,10 +1,17 @@
 """kube-proxy emulation for the lab: NodePort (and LoadBalancer) listeners that route each
 new TCP connection to a pod the way iptables/IPVS kube-proxy would.
 
-It runs inside the lab's gevent process. The byte pipe works directly on the event loop
-(libev/libuv io watchers calling plain non-blocking socket methods in the hub): no greenlet
-per connection and no gevent socket wrapper on the hot path. That is what keeps a proxied
-request close to the cost of a direct one, since the pods share the same process and CPU.
+It runs inside the lab's gevent process, where the pods run too, so the proxy's cost comes
+straight out of the pods' CPU. Two data planes, same behaviour:
+
+- ``handoff`` (the lab's default): the accepted client socket is handed to the chosen
+  in-process pod, which serves it as if it had accepted it, with the peer address kube-proxy
+  would leave (client or node): like NAT, no second connection and no copying, so a proxied
+  request costs what a direct one does;
+- ``pipe``: a real upstream TCP connection, bound to the address the pod must see (node
+  InternalIP for SNAT, the client IP for Local), and a byte pipe run directly on the event
+  loop (io watchers calling plain non-blocking socket methods in the hub: no greenlet and
+  no gevent socket wrapper per connection). Used when pods are not in this process.
 
 Behaviour, per node and per exposed (Service, nodePort):
 
@@ -29,9 +36,11 @@ import socket
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Callable
 
 import gevent
+from gevent import socket as gsocket
 
 from harness.lab.state import LabPod, LabState
 
@@ -39,6 +48,7 @@ BUFSIZE = 256 * 1024
 LISTEN_BACKLOG = 4096
 ACCEPTS_PER_WAKEUP = 64
 DEFAULT_AFFINITY_TIMEOUT = 10800
+LB_THRESHOLD = 2  # health checks in a row before the LB changes its mind about a node
 # Linux: choose the source port at connect() time, by 4-tuple; lets many upstream
 # connections share one bound source address without exhausting ports at bind().
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -78,6 +88,7 @@ class _Listener:
             raise
         self.sock = sock
         self.closed = False
+        self.pause = None
         self.watcher = proxy.loop.io(sock.fileno(), _READ)
         self.watcher.start(self._on_accept)
 
@@ -94,7 +105,8 @@ class _Listener:
                 # level-triggered watcher; the backlog holds the connections meanwhile.
                 self.proxy._log(f"accept on {self.ip}:{self.port} failed: {err.strerror}")
                 self.watcher.stop()
-                self.proxy.loop.timer(0.1).start(self._resume)
+                self.pause = self.proxy.loop.timer(0.1)
+                self.pause.start(self._resume)
                 return
             client = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
             try:
@@ -316,12 +328,55 @@ def _reset(sock: _socket.socket) -> None:
     sock.close()
 
 
+class _HandedSocket(gsocket.socket):
+    """A client connection handed straight to an in-process pod, as NAT hands packets on.
+
+    The pod serves it like any accepted socket. The proxy keeps two levers on it: the
+    cross-node hop (each chunk read from the client reaches the pod ``hop_s`` later) and
+    the stall of a node that went down (nothing more is delivered either way).
+    """
+
+    __slots__ = ("entry", "hop_s", "stalled")
+
+    def recv_into(self, buffer, nbytes=0, flags=0):  # type: ignore[override]
+        while True:
+            count = super().recv_into(buffer, nbytes, flags)
+            if not self.stalled or not count:
+                break  # stalled: what the client sends goes nowhere, until it hangs up
+        if count and self.hop_s:
+            gevent.sleep(self.hop_s)
+        return count
+
+    def recv(self, bufsize, flags=0):  # type: ignore[override]
+        while True:
+            data = super().recv(bufsize, flags)
+            if not self.stalled or not data:
+                break
+        if data and self.hop_s:
+            gevent.sleep(self.hop_s)
+        return data
+
+    def sendall(self, data, flags=0):  # type: ignore[override]
+        if self.stalled:
+            return None  # the answer is lost on the way: the client times out
+        return super().sendall(data, flags)
+
+    def send(self, data, flags=0):  # type: ignore[override]
+        if self.stalled:
+            return len(data)
+        return super().send(data, flags)
+
+
 class NodePortProxy:
     """Keeps every node's NodePort listeners in line with the LabState and routes connections."""
 
     def __init__(self, state: LabState, *, proxy_mode: str = "iptables", hop_ms: float = 0.2,
                  lb_check_s: float = 0.5, seed: int | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None,
+                 handoff: Callable[[str], Callable[[object, tuple], None] | None] | None = None):
+        """``handoff(pod name)`` may return the pod's ``adopt(socket, peer address)`` when
+        the pod runs in this process: connections are then handed over instead of piped
+        through a second TCP connection (same behaviour, a fraction of the cost)."""
         if proxy_mode not in ("iptables", "ipvs"):
             raise ValueError("--proxy-mode must be iptables or ipvs")
         self.state = state
@@ -332,10 +387,13 @@ class NodePortProxy:
         self.loop = gevent.get_hub().loop
         self.listeners: dict[tuple[str, int], _Listener] = {}
         self.pipes: set[_Pipe] = set()
+        self.handed: weakref.WeakSet[_HandedSocket] = weakref.WeakSet()
+        self.handoff = handoff
         self.held: set[_Held] = set()
         self.rr: dict[tuple, int] = {}
         self.affinity: dict[tuple, tuple[str, float]] = {}
         self.lb_healthy: dict[SvcKey, list[str]] = {}
+        self._lb_status: dict[SvcKey, dict[str, list]] = {}  # node -> [healthy, streak]
         self.lb_next: dict[SvcKey, int] = {}
         self.errors: list[str] = []
         self._endpoints: dict[SvcKey, list[LabPod]] = {}
@@ -411,13 +469,16 @@ class NodePortProxy:
                     self._log(f"cannot listen on {addr[0]}:{addr[1]}: {err.strerror}")
         alive = {pod.name for pod in self.state.pods}
         down = {node.name for node in self.state.nodes if not node.up}
+        for sock in list(self.handed):
+            if sock.entry in down:
+                sock.stalled = True  # (a killed pod resets its own connections)
         for pipe in list(self.pipes):
             if pipe.entry in down:
                 pipe.stall()
             elif pipe.pod not in alive:
                 pipe.close(reset=True)  # the pod died: its connections are reset
-        if any(listener.lb for listener in self.listeners.values()) and not self.lb_healthy:
-            self._check_lb()  # a LoadBalancer just appeared: its first health check
+        if any(lsn.lb and lsn.svc not in self.lb_healthy for lsn in self.listeners.values()):
+            self._check_lb(only_new=True)  # a LoadBalancer just appeared: its first check
 
     def endpoints(self, svc_key: SvcKey) -> list[LabPod]:
         pods = self._endpoints.get(svc_key)
@@ -427,30 +488,47 @@ class NodePortProxy:
             self._endpoints[svc_key] = pods
         return pods
 
-    def _check_lb(self) -> None:
-        """The LoadBalancer's health check: which nodes may receive new connections."""
-        healthy: dict[SvcKey, list[str]] = {}
+    def _check_lb(self, only_new: bool = False) -> None:
+        """The LoadBalancer's health check, run every ``lb_check_s``.
+
+        As a cloud LB does, a node changes state only after LB_THRESHOLD checks in a row
+        disagree with it: a failed node keeps receiving new connections for one to two
+        intervals (they time out), and a recovered one waits as long to get traffic back.
+        A Service's first check (when its LB appears) is taken at face value.
+        """
+        healthy: dict[SvcKey, list[str]] = dict(self.lb_healthy) if only_new else {}
         for listener in self.listeners.values():
             if not listener.lb or listener.svc in healthy:
                 continue
             svc = self.state.service(*listener.svc)
             local = bool(svc) and svc["spec"].get("externalTrafficPolicy") == "Local"
             with_pods = {pod.node for pod in self.endpoints(listener.svc)}
+            status = self._lb_status.setdefault(listener.svc, {})
+            for node in self.state.live_nodes():
+                passing = node.up and (not local or node.name in with_pods)
+                current = status.get(node.name)
+                if current is None:
+                    status[node.name] = [passing, 0]
+                elif current[0] == passing:
+                    current[1] = 0
+                else:
+                    current[1] += 1
+                    if current[1] >= LB_THRESHOLD:
+                        status[node.name] = [passing, 0]
             healthy[listener.svc] = [
                 node.name for node in self.state.live_nodes()
-                if node.up and (not local or node.name in with_pods)
+                if status.get(node.name, [False])[0]
             ]
         self.lb_healthy = healthy
 
     # -- routing one new connection -------------------------------------------------------
 
     def _route(self, client: _socket.socket, addr: tuple[str, int], listener: _Listener) -> None:
-        client.setblocking(False)
         node_name = listener.node
         if listener.lb:
             nodes = self.lb_healthy.get(listener.svc) or []
             if not nodes:
-                _Held(self, client)  # no healthy backend: the LB drops it
+                self._hold(client)  # no healthy backend: the LB drops it
                 return
             index = self.lb_next.get(listener.svc, 0)
             self.lb_next[listener.svc] = index + 1
@@ -458,7 +536,7 @@ class NodePortProxy:
         state = self.state
         node = state.node(node_name)
         if not node.up:
-            _Held(self, client)  # a down node (or one the LB still believes healthy)
+            self._hold(client)  # a down node (or one the LB still believes healthy)
             return
         svc = state.service(*listener.svc)
         if svc is None:
@@ -471,12 +549,23 @@ class NodePortProxy:
             pods = [pod for pod in pods if pod.node == node_name]
         if not pods:
             if local:
-                _Held(self, client)  # kube-proxy's DROP for Local without a local pod
+                self._hold(client)  # kube-proxy's DROP for Local without a local pod
             else:
                 _reset(client)  # kube-proxy's REJECT: "has no endpoints"
             return
         client_ip = addr[0]
         pod = self._choose(node_name, listener, pods, spec, client_ip)
+        hop_s = self.hop_s if pod.node != node_name else 0.0
+        adopt = self.handoff(pod.name) if self.handoff is not None else None
+        if adopt is not None:
+            sock = _HandedSocket(socket.AF_INET, socket.SOCK_STREAM, 0, client.detach())
+            sock.entry, sock.hop_s, sock.stalled = node_name, hop_s, False
+            self.handed.add(sock)
+            # What the pod sees as its peer: the client (Local) or the entry node's
+            # InternalIP (Cluster, SNAT), keeping the client's port as MASQUERADE tries to.
+            adopt(sock, addr if local else (node.internal_ip, addr[1]))
+            return
+        client.setblocking(False)
         upstream = _raw_socket()
         try:
             upstream.setsockopt(*_NODELAY)
@@ -490,8 +579,11 @@ class NodePortProxy:
             upstream.close()
             _reset(client)
             return
-        hop_s = self.hop_s if pod.node != node_name else 0.0
         _Pipe(self, client, upstream, node_name, pod.name, hop_s)
+
+    def _hold(self, client: _socket.socket) -> None:
+        client.setblocking(False)
+        _Held(self, client)
 
     def _choose(self, node: str, listener: _Listener, pods: list[LabPod], spec: dict,
                 client_ip: str) -> LabPod:

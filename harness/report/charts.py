@@ -11,6 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 from harness.recorder import bucket_value_ms, hist_items
@@ -54,7 +55,8 @@ def _layout(title: str, height: int = 380, **extra: Any) -> dict[str, Any]:
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
         "font": {"family": "system-ui, sans-serif", "size": 12},
-        "legend": {"orientation": "h", "y": -0.2},
+        # A legend on the right never collides with rotated tick labels or axis titles.
+        "legend": {"x": 1.02, "y": 1, "yanchor": "top"},
         "hoverlabel": {"namelength": -1},
     }
     layout.update(extra)
@@ -74,18 +76,22 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
                for pod, c in zip(pods, row, strict=True)]
               for i, (entry, row) in enumerate(zip(entries, counts, strict=True))]
     small = len(pods) * len(entries) <= 240  # numbers in cells only while they stay legible
+    # Scaled to twice a fair share (or the largest cell): an even spread shows mid-blue, a
+    # pod that takes everything or nothing stands out; a fixed 0-100 % would wash it out.
+    top = max([max(row, default=0) for row in shares] + [2 / max(len(pods), 1)])
     trace = go.Heatmap(
         z=shares, x=short_labels(pods), y=short_labels(entries), customdata=custom,
         text=[[f"{c}<br>{100 * s:.0f}%" for c, s in zip(row, srow, strict=True)]
               for row, srow in zip(counts, shares, strict=True)],
         texttemplate="%{text}" if small else None,
-        colorscale="Blues", zmin=0, zmax=1, colorbar={"title": {"text": "row share"},
+        colorscale="Blues", zmin=0, zmax=min(1.0, top), colorbar={"title": {"text": "row share"},
                                                      "tickformat": ".0%"},
         hovertemplate="entry %{customdata[1]} → pod %{customdata[0]}<br>%{text}"
                       "<br>%{customdata[2]:.1f}% of this entry's successes"
                       "<br>%{customdata[3]:.1f}% of all successes<extra></extra>",
     )
-    height = max(260, 90 + 40 * len(entries))
+    # Rows stay readable; the rotated pod labels below need about 150 px of their own.
+    height = 250 + 60 * len(entries)
     return go.Figure(trace, _layout(
         "Which pod served requests entering each node (successes)", height,
         xaxis=_axis("pod", tickangle=-35), yaxis=_axis("entry node", autorange="reversed"),
@@ -121,17 +127,17 @@ def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
         {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": expected, "y1": expected,
          "line": {"color": "#2CA02C", "dash": "dash", "width": 2}},
     ]
-    note = (f"uniform 1/{len(pods)} = {expected:.2%}; green band {low:.2%}–{high:.2%}: "
-            "95 % range if each request picked a pod at random") if pods else ""
-    return go.Figure(traces, _layout(
-        "Pod shares of successful requests vs. a uniform spread", 400,
+    note = (f"dashed: uniform 1/{len(pods)} = {expected:.2%}; green band {low:.2%} to "
+            f"{high:.2%}: 95 % range if each request picked a pod at random") if pods else ""
+    layout = _layout(
+        "Pod shares of successful requests vs. a uniform spread", 420,
         xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
         yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
         shapes=shapes, barmode="overlay",
-        annotations=[{"xref": "paper", "yref": "paper", "x": 1, "y": 1.02, "xanchor": "right",
-                      "yanchor": "bottom", "showarrow": False, "text": note,
-                      "font": {"size": 11, "color": "#1B7A1B"}}],
-    )).to_json()
+    )
+    layout["title"]["subtitle"] = {"text": note, "font": {"size": 12, "color": "#1B7A1B"}}
+    layout["margin"]["t"] = 70
+    return go.Figure(traces, layout).to_json()
 
 
 def latency_bars(groups: Sequence[tuple[str, Sequence[float | None]]], title: str,
@@ -179,13 +185,12 @@ def latency_cdf(hists: Mapping[str, Any], node_colors: Mapping[str, str]) -> str
 
 def locality_bars(cross_node: Mapping[str, Any]) -> str:
     """p50/p95/p99 of local, cross-node (and unknown) successes, from the summary."""
-    names = {"local": "local (pod on the entry node)", "cross_node": "cross-node (extra hop)",
-             "unknown": "unknown locality"}
+    names = {"local": "local", "cross_node": "cross-node", "unknown": "unknown"}
     groups = []
     for key, name in names.items():
         stats = cross_node.get(key) or {}
         if stats.get("count"):
-            groups.append((f"{name}, n={stats['count']:,}",
+            groups.append((f"{name} (n={stats['count']:,})",
                            [stats["p50"], stats["p95"], stats["p99"]]))
     return latency_bars(groups, "Local vs. cross-node latency (successes)", "where the pod ran")
 
@@ -208,8 +213,21 @@ def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, tit
     """One line per entry node of a per-second field, fault markers as vertical lines."""
     traces = []
     for name, rows in series.items():
+        # numpy arrays: plotly validates and serialises them in bulk (as typed arrays), a
+        # one-hour run's 3600 points per node would otherwise cost a Python call each.
+        seconds = [r["elapsed_s"] for r in rows]
+        # Gap-filled seconds are 0, 1, 2...: x0 + dx says it without an array per trace.
+        contiguous = bool(seconds) and seconds[-1] - seconds[0] == len(seconds) - 1
+        x_axis: dict[str, Any] = ({"x0": seconds[0], "dx": 1} if contiguous
+                                  else {"x": np.array(seconds, dtype=np.int32)})
+        values = [r[field] for r in rows]
+        # Counts as int32, latencies as float32 (NaN: no success that second, a gap): base64
+        # of 4-byte values is about as small as the decimal text, 8-byte floats twice that.
+        counts = all(isinstance(v, int) for v in values)
+        y = np.array([np.nan if v is None else v for v in values],
+                     dtype=np.int32 if counts else np.float32)
         traces.append(go.Scatter(
-            x=[r["elapsed_s"] for r in rows], y=[r[field] for r in rows], mode="lines",
+            **x_axis, y=y, mode="lines",
             name=label(name), line={"color": node_colors.get(name), "width": 1.5},
             connectgaps=False,
             hovertemplate="%{x} s: %{y}<extra>%{fullData.name}</extra>",
@@ -234,7 +252,7 @@ def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color:
                    hovertemplate="%{customdata}: %{x:.1%}<extra></extra>")
     return go.Figure(trace, _layout(
         title, max(200, 70 + 22 * len(names)), showlegend=False,
-        margin={"l": 10, "r": 10, "t": 40, "b": 30},
+        margin={"l": 10, "r": 10, "t": 40 if title else 24, "b": 30},
         xaxis=_axis("", tickformat=".0%", range=[0, max([*shares, expected or 0, 0.01]) * 1.1]),
         yaxis=_axis("", autorange="reversed"), shapes=shapes,
     )).to_json()

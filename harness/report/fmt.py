@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # Values after such flags never reach a report (a reproduce command may carry one).
+HIDDEN = "REDACTED"  # needs no shell quoting, so it reads the same in HTML and Markdown
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(pass(word|wd)?|token|secret|auth|api-?key|credential)",
                           re.I)
 
@@ -54,7 +55,7 @@ def when(epoch: float | None) -> str:
 
 
 def redact_command(command: str) -> str:
-    """The reproduce command with values of password/token-like flags replaced by ***."""
+    """The reproduce command with values of password/token-like flags replaced."""
     try:
         args = shlex.split(command)
     except ValueError:  # unbalanced quotes: show nothing rather than a possible secret
@@ -63,11 +64,11 @@ def redact_command(command: str) -> str:
     hide_next = False
     for arg in args:
         if hide_next:
-            out.append("***")
+            out.append(HIDDEN)
             hide_next = False
         elif _SECRET_FLAG.match(arg):
             flag, sep, _value = arg.partition("=")
-            out.append(f"{flag}=***" if sep else arg)
+            out.append(f"{flag}={HIDDEN}" if sep else arg)
             hide_next = not sep
         else:
             out.append(arg)

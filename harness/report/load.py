@@ -37,14 +37,16 @@ def load_run(run_dir: Path | str) -> RunData:
         raise ReportError(f"{run_dir} is not a run folder (no spread.json): {HINT}")
     spread = read_json(run_dir / "spread.json")
     check_spread(spread)
-    _require_keys(run_dir / "spread.json", spread, ("totals", "entry_nodes", "pods", "series"))
+    _require_keys(run_dir / "spread.json", spread,
+                  {"totals": dict, "entry_nodes": dict, "pods": dict, "series": dict})
     # target.json and run.json enrich the report; a folder holding only spread.json
     # (copied out of CI, say) still renders.
     target = _optional(run_dir / "target.json")
     if target:
-        _require_keys(run_dir / "target.json", target, ("nodes", "service"))
+        _require_keys(run_dir / "target.json", target, {"nodes": list, "service": dict})
     run = _optional(run_dir / "run.json")
-    return RunData(run_dir, spread, target, run)
+    # Resolved: a run given as "." still has a name (its run id) and a parent folder.
+    return RunData(run_dir.resolve(), spread, target, run)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def _optional(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-def _require_keys(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [key for key in keys if not isinstance(data.get(key), dict)]
+def _require_keys(path: Path, data: dict[str, Any], keys: dict[str, type]) -> None:
+    missing = [key for key, kind in keys.items() if not isinstance(data.get(key), kind)]
     if missing:
-        raise ReportError(f"{path} lacks {', '.join(missing)}: {HINT}")
+        raise ReportError(f"{path} lacks a valid {', '.join(missing)}: {HINT}")

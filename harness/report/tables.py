@@ -106,6 +106,7 @@ def pod_rows(summary: Mapping[str, Any], spread: Mapping[str, Any]) -> list[dict
         if name in listed or not (pod.get("successes") or pod.get("failures")):
             continue
         rows.append({
+            **dict.fromkeys(POD_FIELDS),
             "pod": name, "node": pod.get("node") or "", "in_endpoints": False,
             "successes": pod.get("successes", 0), "failures": pod.get("failures", 0),
             "entry_nodes": sum(1 for e in entries.values() if e.get("pods", {}).get(name)),

@@ -1,0 +1,418 @@
+"""`nodeport-harness demo`: why you need a LoadBalancer, told with numbers measured on the lab.
+
+It starts a lab (3 nodes, pods placed 3/2/1, a NodePort Service with a LoadBalancer
+address), runs each scenario as a real headless Locust run (the same `run` command users
+have), then writes `reports/demo-<time>/index.html`: every scenario's figures, links to
+their full reports, and a verdict whose every claim quotes a figure from these runs.
+`claims()` is pure: it turns the scenarios' summaries into those sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+DEMO_SCHEMA = "nodeport-harness/demo/v1"
+PLACEMENT = [3, 2, 1]
+
+
+@dataclass
+class Scenario:
+    id: str
+    title: str
+    story: str
+    args: list[str]
+    fault_at: float | None = None  # fraction of the run time when node-1 goes down
+    local_policy: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+
+
+def scenarios() -> list[Scenario]:
+    return [
+        Scenario("naive", "1. The naive client: one node's ExternalIP",
+                 "Like the lab's curl: every request goes to the first worker's ExternalIP.",
+                 ["--entry", "single"]),
+        Scenario("all-keepalive", "2. All nodes, keep-alive connections",
+                 "Requests rotate over every node's address; each client keeps its "
+                 "connections open, as HTTP clients do.", ["--entry", "all"]),
+        Scenario("all-close", "3. All nodes, a new connection per request",
+                 "The same, but every request opens a new TCP connection.",
+                 ["--entry", "all", "--connection", "close"]),
+        Scenario("fail-single", "4a. Node failure, naive client",
+                 "node-1 goes down part-way through; the client only knows node-1.",
+                 ["--entry", "single"], fault_at=0.3),
+        Scenario("fail-all", "4b. Node failure, client rotating over all nodes",
+                 "node-1 goes down part-way through; the client keeps rotating over all "
+                 "nodes, the dead one included.", ["--entry", "all"], fault_at=0.3),
+        Scenario("fail-lb", "4c. Node failure behind the LoadBalancer",
+                 "node-1 goes down part-way through; clients use the LoadBalancer address, "
+                 "whose health check stops sending to the dead node.",
+                 ["--entry", "lb", "--connection", "close"], fault_at=0.3),
+        Scenario("local", "5. externalTrafficPolicy: Local",
+                 "The Service keeps client source IPs and never hops between nodes; node-3's "
+                 "only pod is gone, so node-3 has none.", ["--entry", "all"],
+                 local_policy=True),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="short scenarios (the whole demo in under a minute)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="length of each scenario (default 12, --quick 4)")
+    parser.add_argument("-u", "--users", type=int, default=None,
+                        help="users per scenario (default 8, --quick 6)")
+    parser.add_argument("--report-dir", default="reports",
+                        help="where the demo folder goes (default %(default)s)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenario ids to run (default: all)")
+
+
+def run(args) -> int:
+    from harness.lab.cluster import LabCluster
+
+    seconds = args.seconds or (5.0 if args.quick else 12.0)
+    users = args.users or (6 if args.quick else 8)
+    if seconds < 2 or users < 1:
+        raise HarnessError("--seconds must be at least 2 and --users at least 1")
+    chosen = scenarios()
+    if args.only:
+        wanted = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = wanted - {s.id for s in chosen}
+        if unknown:
+            raise HarnessError(f"--only: unknown scenario(s) {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(s.id for s in chosen)}")
+        chosen = [s for s in chosen if s.id in wanted]
+    demo_dir = Path(args.report_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
+    from harness.report.files import write_text_atomic
+
+    write_text_atomic(demo_dir / ".started", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    started = time.time()
+    with LabCluster(nodes=3, placement=PLACEMENT, service_type="LoadBalancer",
+                    lb_check_s=0.5) as lab:
+        progress = _progress(len(chosen))
+        for scenario in chosen:
+            progress.step(scenario.title)
+            _run_scenario(lab, scenario, demo_dir, seconds, users, quick=args.quick)
+            progress.done(scenario)
+        progress.close()
+        ground_truth = {"pods": lab.pods, "nodes": lab.nodes, "stats": lab.stats()}
+    timeout = 1.0 if args.quick else 2.0
+    facts = claims({s.id: s.summary for s in chosen if s.summary}, settle_s=timeout + 1.0)
+    data = {
+        "schema": DEMO_SCHEMA,
+        "seconds_per_scenario": seconds,
+        "users": users,
+        "duration_s": round(time.time() - started, 1),
+        "placement": PLACEMENT,
+        "scenarios": [{"id": s.id, "title": s.title, "story": s.story, "args": s.args,
+                       "exit_code": s.exit_code, "summary": s.summary} for s in chosen],
+        "claims": facts,
+        "ground_truth": ground_truth,
+    }
+    from harness.report.files import write_json_atomic
+
+    write_json_atomic(demo_dir / "demo.json", data)
+    write_text_atomic(demo_dir / "index.html", render_page(data))
+    (demo_dir / ".started").unlink(missing_ok=True)
+    print(f"\ndemo report: {demo_dir / 'index.html'}  ({data['duration_s']} s)")
+    for claim in facts:
+        print(f"- {claim['text']}")
+    return 0
+
+
+def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users: int,
+                  quick: bool) -> None:
+    from harness import run_cmd
+    from harness.discovery import DiscoveryOptions, KubeApi
+
+    if scenario.local_policy:
+        # Node-3's only pod goes away, then the Service switches to Local.
+        for pod in [p for p in lab.pods if p["node"] == "node-3"]:
+            lab.kill_pod(pod["name"])
+        api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
+        try:
+            api.request("PATCH", "/api/v1/namespaces/default/services/helloworld",
+                        body={"spec": {"externalTrafficPolicy": "Local"}},
+                        content_type="application/merge-patch+json", what="patch services")
+        finally:
+            api.close()
+    timeout = 1.0 if quick else 2.0  # keep in step with run()'s settle time
+    argv = ["--kubeconfig", str(lab.kubeconfig), "--report-dir", str(demo_dir),
+            "--run-id", scenario.id, "-u", str(users), "-t", f"{int(seconds)}s",
+            "--timeout", str(timeout), "--plotlyjs", "directory", *scenario.args]
+    if scenario.fault_at is not None:
+        argv += ["--lab-fault", f"{seconds * scenario.fault_at:.1f}:node:node-1:down"]
+    # Each scenario's report says how to rerun it alone (against the same lab).
+    os.environ["NODEPORT_HARNESS_COMMAND"] = shlex.join(["nodeport-harness", "run", *argv])
+    parser = argparse.ArgumentParser()
+    run_cmd.add_arguments(parser)
+    options = parser.parse_args(argv)
+    options.progress = False
+    scenario.exit_code = run_cmd.run(options, quiet=True)
+    if scenario.fault_at is not None:
+        lab.node_up("node-1")
+    scenario.summary = _summary_of(demo_dir / scenario.id)
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from harness.analysis import summarize
+
+    spread = json.loads((run_dir / "spread.json").read_text())
+    target = json.loads((run_dir / "target.json").read_text())
+    return summarize(spread, target, json.loads((run_dir / "run.json").read_text()))
+
+
+# -- the claims: pure, from measured summaries ------------------------------------------------
+
+
+def claims(summaries: dict[str, dict], settle_s: float = 2.0) -> list[dict[str, Any]]:
+    """The verdict's sentences, each with the figure it rests on (and where it came from)."""
+    out: list[dict[str, Any]] = []
+
+    def add(id_: str, scenario: str, text: str, **figures: Any) -> None:
+        out.append({"id": id_, "scenario": scenario, "text": text, "figures": figures})
+
+    naive = summaries.get("naive")
+    if naive:
+        share = _node(naive, "node-1").get("share") or 0.0
+        others = sum(1 for p in naive.get("pods", []) if p.get("node") != "node-1")
+        add("naive-ingress", "naive",
+            f"The naive client sent {_pct(share)} of its requests through node-1, though "
+            f"{others} of {len(naive.get('pods', []))} pods run on other nodes: node-1 is a "
+            "single point of failure.", node1_share=share, pods_elsewhere=others)
+    for sid, label in (("fail-single", "the naive client"), ("fail-all",
+                       "a client rotating over all nodes"), ("fail-lb", "the LoadBalancer")):
+        summary = summaries.get(sid)
+        fault = _fault(summary)
+        if not fault:
+            continue
+        impact = after_fault(summary, fault, settle_s)
+        ratio = impact["fail_ratio"] or 0.0
+        figures = {"fault_t": fault.get("t"), **impact}
+        slowdown = (f"; throughput went from {impact['rps_before']:.0f} to "
+                    f"{impact['rps_after']:.0f} req/s as clients waited for time-outs"
+                    if impact["rps_before"] and impact["rps_after"] is not None else "")
+        if sid == "fail-lb":
+            recovered = _recovery_s(summary, fault)
+            figures["recovered_after_s"] = recovered
+            total = (summary.get("totals") or {}).get("fail_ratio") or 0.0
+            figures["run_fail_ratio"] = total
+            add("lb-failover", sid,
+                f"Through {label}, only {_pct(total)} of all requests failed although node-1 "
+                "went down"
+                + (f": the last failure came {recovered:.1f} s after the fault, once its "
+                   "health check had removed the node and requests already sent there had "
+                   "timed out; none after" if recovered else ": none at all")
+                + ".", **figures)
+        elif impact["fail_ratio"] is not None:
+            add(f"{sid}-impact", sid,
+                f"After node-1 went down, {_pct(ratio)} of {label}'s requests failed"
+                + slowdown + ".", **figures)
+    keep, close = summaries.get("all-keepalive"), summaries.get("all-close")
+    if keep:
+        share = [n.get("share") or 0 for n in keep.get("nodes", []) if n.get("is_node", True)]
+        add("spread-nodes", "all-keepalive",
+            "Rotating over every node spread ingress to "
+            + ", ".join(_pct(s) for s in share) + " per node.", node_shares=share)
+    if keep and close:
+        k, c = keep.get("keepalive", {}), close.get("keepalive", {})
+        kj, cj = keep.get("fairness", {}).get("jain"), close.get("fairness", {}).get("jain")
+        add("connections-not-requests", "all-keepalive",
+            "kube-proxy balances connections, not requests: with keep-alive each client "
+            f"connection stayed on {k.get('mean_distinct_pods') or 0:.1f} pod(s) on average "
+            f"(Jain fairness over pods {_num(kj)}); with a new connection per request the "
+            f"same clients reached {c.get('mean_distinct_pods') or 0:.1f} pods each "
+            f"(fairness {_num(cj)}).", keepalive_pods=k.get("mean_distinct_pods"),
+            close_pods=c.get("mean_distinct_pods"), jain_keepalive=kj, jain_close=cj)
+    if close:
+        cross = close.get("cross_node", {})
+        cost = (cross.get("cost_ms") or {}).get("p50")
+        add("cross-node", "all-close",
+            f"{_pct(cross.get('share'))} of requests were forwarded to a pod on another node "
+            "(an extra hop, and the pod sees the node's address, not the client's)"
+            + (f", adding {cost:.2f} ms at p50" if cost is not None else "") + ".",
+            cross_share=cross.get("share"), cost_p50_ms=cost)
+    local = summaries.get("local")
+    if local:
+        cross = local.get("cross_node", {})
+        node3 = _node(local, "node-3")
+        shares = [p.get("share") or 0 for p in local.get("pods", []) if p.get("in_endpoints")]
+        add("local-policy", "local",
+            f"With externalTrafficPolicy Local no request crossed nodes "
+            f"({_pct(cross.get('share') or 0)}), but node-3, with no pod, failed "
+            f"{_pct(1 - (node3.get('availability') or 0))} of the requests sent to it, and pod "
+            f"shares ranged from {_pct(min(shares) if shares else 0)} to "
+            f"{_pct(max(shares) if shares else 0)}.",
+            cross_share=cross.get("share"), node3_availability=node3.get("availability"),
+            pod_share_min=min(shares) if shares else None,
+            pod_share_max=max(shares) if shares else None)
+    return out
+
+
+def verdict(facts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Group the claims into what NodePort gives, what it costs, what a LoadBalancer changes."""
+    by = {c["id"]: c["text"] for c in facts}
+    return {
+        "NodePort alone gives": [t for k, t in by.items() if k in (
+            "spread-nodes", "connections-not-requests")],
+        "What it costs": [t for k, t in by.items() if k in (
+            "naive-ingress", "fail-single-impact", "fail-all-impact", "cross-node",
+            "local-policy")],
+        "What a LoadBalancer changes": [t for k, t in by.items() if k == "lb-failover"],
+    }
+
+
+def _node(summary: dict, name: str) -> dict:
+    return next((n for n in summary.get("nodes", []) if n.get("name") == name), {})
+
+
+def _fault(summary: dict | None) -> dict | None:
+    if not summary:
+        return None
+    return next((f for f in summary.get("faults", []) if f.get("action") == "down"), None)
+
+
+def after_fault(summary: dict, fault: dict, settle_s: float = 2.0) -> dict[str, Any]:
+    """Failure ratio and req/s in the steady state after a fault, and req/s before it.
+
+    A request sent to the dead node fails only when its time-out ends, and the timeline
+    counts requests by the second they complete, so the seconds up to ``settle_s`` (the
+    time-out plus one second of binning) after the fault still hold many fast successes
+    and would hide that, from then on, closed-loop clients mostly wait for time-outs.
+    The first second (ramp-up) and the last (cut short by the stop) are left out too.
+    """
+    rows = summary.get("timeline", {}).get("overall", [])[1:]
+    if len(rows) > 1:
+        rows = rows[:-1]
+    t0 = fault["t"]
+    before = [r for r in rows if r["t"] + 1 <= t0]
+    after = [r for r in rows if r["t"] >= t0 + settle_s]
+    requests = sum(r["requests"] for r in after)
+    failures = sum(r["failures"] for r in after)
+    return {
+        "fail_ratio": failures / requests if requests else None,
+        "requests_after": requests,
+        "failures_after": failures,
+        "rps_before": sum(r["requests"] for r in before) / len(before) if before else None,
+        "rps_after": requests / len(after) if after else None,
+    }
+
+
+def _recovery_s(summary: dict, fault: dict) -> float | None:
+    """Seconds from the fault to the last second with a failure (None: no failures)."""
+    rows = summary.get("timeline", {}).get("overall", [])
+    failing = [r["t"] for r in rows if r.get("failures") and r["t"] + 1 > fault["t"]]
+    if not failing:
+        return 0.0
+    return max(0.0, max(failing) + 1 - fault["t"])
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+class _progress:
+    """A rich progress bar on a terminal; plain lines otherwise (CI logs)."""
+
+    def __init__(self, total: int):
+        self.bar = None
+        self.count = 0
+        self.total = total
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("demo", total=total)
+
+    def step(self, title: str) -> None:
+        self.count += 1
+        if self.bar:
+            self.bar.update(self.task, description=title)
+        else:
+            print(f"[{self.count}/{self.total}] {title} ...", file=sys.stderr, flush=True)
+
+    def done(self, scenario: Scenario) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+def render_page(data: dict[str, Any]) -> str:
+    from jinja2 import Environment, select_autoescape
+
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    return env.from_string(PAGE).render(
+        data=data, verdict=verdict(data["claims"]), pct=_pct,
+    )
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Why a NodePort Service needs a LoadBalancer — nodeport-harness demo</title>
+<style>
+body{font:15px/1.5 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em} h2{margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .6em;
+text-align:right} th:first-child,td:first-child{text-align:left}
+.verdict{background:#f6f8fa;padding:1em 1.5em;border-radius:6px}
+.finding{margin:.2em 0}.critical{color:#b00020}.warning{color:#a05a00}.muted{color:#777}
+</style></head><body>
+<h1>Why a NodePort Service needs a LoadBalancer</h1>
+<p>Measured on the embedded lab: 3 nodes with pods placed {{ data.placement|join("/") }},
+{{ data.users }} users per scenario, {{ data.seconds_per_scenario }} s each
+(total {{ data.duration_s }} s). Every number below comes from these runs; each scenario's
+full report is linked.</p>
+{% for s in data.scenarios %}
+<h2 id="{{ s.id }}">{{ s.title }}</h2>
+<p>{{ s.story }} <a href="{{ s.id }}/index.html">Full report</a>
+<span class="muted">(nodeport-harness run {{ s.args|join(" ") }})</span></p>
+{% set t = s.summary.get("totals", {}) %}
+<table><tr><th>requests</th><th>failed</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>
+<th>cross-node</th><th>pods per connection</th></tr>
+<tr><td>{{ t.get("requests", "") }}</td><td>{{ pct(t.get("fail_ratio")) }}</td>
+<td>{{ "%.0f"|format(t.get("rps") or 0) }}</td>
+<td>{{ "%.2f"|format(s.summary.get("latency", {}).get("overall", {}).get("p50") or 0) }}</td>
+<td>{{ "%.2f"|format(s.summary.get("latency", {}).get("overall", {}).get("p95") or 0) }}</td>
+<td>{{ pct(s.summary.get("cross_node", {}).get("share")) }}</td>
+<td>{{ "%.1f"|format(s.summary.get("keepalive", {}).get("mean_distinct_pods") or 0) }}</td></tr>
+</table>
+<table><tr><th>entry</th><th>share</th><th>availability</th></tr>
+{% for n in s.summary.get("nodes", []) if n.get("requests") %}
+<tr><td>{{ n.name }}</td><td>{{ pct(n.share) }}</td><td>{{ pct(n.availability) }}</td></tr>
+{% endfor %}</table>
+{% for f in s.summary.get("findings", [])[:4] %}
+<p class="finding {{ f.severity }}">{{ f.text }}</p>{% endfor %}
+{% endfor %}
+<h2>Verdict</h2>
+<div class="verdict">
+{% for heading, items in verdict.items() %}{% if items %}
+<h3>{{ heading }}</h3><ul>{% for text in items %}<li>{{ text }}</li>{% endfor %}</ul>
+{% endif %}{% endfor %}
+</div>
+</body></html>
+"""

@@ -1,0 +1,1 @@
+"""The embedded lab cluster: Kubernetes API, kube-proxy emulation and helloworld pods."""

@@ -1,0 +1,323 @@
+"""Build every report of a run folder from its saved target.json, spread.json and run.json.
+
+Writes, each atomically: ``summary.json`` (the analysis summary, schema
+``nodeport-harness/summary/v1``, plus ``run_id``, ``generated``, ``harness_version`` and
+``thresholds``: the results of the limits the run was started with), ``nodes.csv``,
+``pods.csv``, ``timeseries.csv`` (per second per entry node), ``junit.xml``, ``summary.md``
+and ``index.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.analysis import evaluate_thresholds, summarize
+from harness.errors import ReportError
+from harness.report import charts, fmt, tables
+from harness.report.files import write_text_atomic
+from harness.report.html import SEVERITIES, figures_json, plotly_loader, render
+from harness.report.junit import junit_xml
+from harness.report.load import RunData, load_run
+from harness.report.markdown import summary_markdown
+
+OUTPUTS = ("index.html", "summary.json", "summary.md", "junit.xml", "nodes.csv", "pods.csv",
+           "timeseries.csv")
+
+
+def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any]:
+    """Analyse a run folder and write its reports; returns summary, thresholds and files."""
+    data = load_run(run_dir)
+    summary = analyse(data)
+    thresholds = evaluate_thresholds(summary, run_thresholds(data.run))
+    node_rows = tables.node_rows(summary, data.spread, data.target)
+    pod_rows = tables.pod_rows(summary, data.spread)
+    series = tables.series_rows(summary)
+    view = page_context(data, summary, thresholds, node_rows, pod_rows)
+    out = data.run_dir
+    files: dict[str, str] = {}
+
+    def write(name: str, text: str) -> None:
+        files[name] = str(write_text_atomic(out / name, text))
+
+    write("nodes.csv", tables.to_csv(node_rows, tables.NODE_FIELDS))
+    write("pods.csv", tables.to_csv(pod_rows, tables.POD_FIELDS))
+    write("timeseries.csv", tables.to_csv(
+        (row for rows in series.values() for row in rows), tables.SERIES_FIELDS))
+    write("junit.xml", junit_xml(summary, thresholds, data.run, data.run_id))
+    write("summary.md", summary_markdown(view))
+    document = {**summary, "run_id": data.run_id, "generated": view["generated"],
+                "harness_version": __version__, "thresholds": thresholds}
+    # Compact: a long run's timeline makes it megabytes, and json's C encoder only runs
+    # without indent (five times faster).
+    write("summary.json", json.dumps(finite(document), separators=(",", ":")) + "\n")
+    loader = plotly_loader(plotlyjs, out)
+    if loader["mode"] == "directory":
+        files["plotly.min.js"] = str(out.resolve().parent / "plotly.min.js")
+    figures = report_figures(summary, data, series, view["matrix"])
+    write("index.html", render("report.html.j2", {
+        **view, "plotly": loader, "figures": figures_json(figures), "charts": set(figures),
+    }))
+    return {"summary": summary, "thresholds": thresholds, "files": files}
+
+
+def analyse(data: RunData) -> dict[str, Any]:
+    try:
+        return summarize(data.spread, data.target or None, analysis_run(data.run))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        # Hand-edited or truncated files: one line for the user, the cause kept for --debug.
+        raise ReportError(
+            f"{data.run_dir} holds malformed run data ({type(err).__name__}: {err}): "
+            "pass a folder written by nodeport-harness run"
+        ) from err
+
+
+def analysis_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    """run.json in the names analysis.summarize reads (absent values left out, so the
+    analysis falls back on spread.json's own start)."""
+    model = str(run.get("load_model") or "")
+    info = {
+        "entry_strategy": run.get("entry"),
+        "connection_mode": run.get("connection"),
+        # run.json says it in a sentence; the analysis keys on the short name.
+        "load_model": "closed-loop" if model.startswith("closed") or not model else model,
+        "start": run.get("started"),
+        "duration_s": run.get("duration_s"),
+        "faults": run.get("faults") or [],
+    }
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def run_thresholds(run: Mapping[str, Any]) -> dict[str, Any]:
+    return fmt.threshold_settings(run.get("options") or {})
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null instead of an unparsable file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+# -- the page's content (shared with summary.md) ---------------------------------------------
+
+def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dict[str, Any]],
+                 node_rows: list[dict[str, Any]], pod_rows: list[dict[str, Any]]
+                 ) -> dict[str, Any]:
+    entries, pods, counts = tables.matrix(summary, data.spread)
+    run = data.run
+    return {
+        "title": title(summary, data),
+        "subtitle": subtitle(summary, data),
+        "verdict": verdict(summary["findings"]),
+        "headline": headline(summary),
+        "findings": summary["findings"],
+        "partial": run.get("partial"),
+        "service_facts": service_facts(summary, data.target),
+        "run_facts": run_facts(summary, data),
+        "facts": [*service_facts(summary, data.target), *run_facts(summary, data)],
+        "load_model": run.get("load_model") or summary["run"]["load_model"],
+        "in_flight": run.get("in_flight"),
+        "warnings": list(data.target.get("warnings", ())),
+        "target_nodes": target_nodes(data.target, summary),
+        "node_rows": node_rows,
+        "pod_rows": pod_rows,
+        "matrix": {"entries": entries, "pods": pods, "counts": counts,
+                   "pod_nodes": tables.pod_nodes(data.spread, data.target)},
+        "faults": fault_rows(summary),
+        "thresholds": thresholds,
+        "command": fmt.redact_command(run.get("command") or "") or "(not recorded)",
+        "files": OUTPUTS,
+        "run_dir_name": data.run_dir.name,
+        "generated": time.time(),
+        "version": __version__,
+    }
+
+
+def title(summary: Mapping[str, Any], data: RunData) -> str:
+    service = summary.get("service")
+    name = f"{service['namespace']}/{service['name']}" if service else "unknown Service"
+    return f"{name} ({data.run_id})"
+
+
+def subtitle(summary: Mapping[str, Any], data: RunData) -> str:
+    run = data.run
+    parts = [
+        f"started {fmt.when(run.get('started') or summary['run']['start'])}",
+        f"{fmt.secs(summary['run']['duration_s'])}",
+        f"entry {run.get('entry') or '?'}",
+        f"connection {run.get('connection') or '?'}",
+    ]
+    if run.get("users"):
+        parts.append(f"{run['users']} users")
+    return " · ".join(parts)
+
+
+def verdict(findings: list[Mapping[str, Any]]) -> str:
+    ranks = [SEVERITIES.index(f["severity"]) for f in findings if f["severity"] in SEVERITIES]
+    return SEVERITIES[min(ranks)] if ranks else "ok"
+
+
+def headline(summary: Mapping[str, Any]) -> str:
+    totals = summary["totals"]
+    if not totals["requests"]:
+        return "No request was recorded."
+    nodes = [n for n in summary["nodes"] if n["is_node"]]
+    entered = [n for n in nodes if n["requests"]]
+    pods = summary["pods"]
+    served = [p for p in pods if p["successes"]]
+    rate = f" ({totals['rps']:,.0f}/s)" if totals.get("rps") else ""
+    p95 = summary["latency"]["overall"]["p95"]
+    text = f"{fmt.num(totals['requests'])} requests in {fmt.secs(summary['run']['duration_s'])}"
+    text += rate
+    if nodes:
+        text += f" entered through {len(entered)} of {len(nodes)} nodes"
+    else:
+        text += " entered through " + ", ".join(n["name"] for n in summary["nodes"])
+    if pods:
+        text += f" and reached {len(served)} of {len(pods)} pods"
+    return text + f"; {fmt.pct(totals['fail_ratio'], 2)} failed; p95 {fmt.ms(p95)}."
+
+
+def service_facts(summary: Mapping[str, Any], target: Mapping[str, Any]) -> list[tuple]:
+    service = target.get("service")
+    if not service:
+        return [("Service", "unknown (no target.json)")]
+    port = service.get("port") or {}
+    affinity = service.get("session_affinity") or "None"
+    if service.get("session_affinity_timeout") and affinity != "None":
+        affinity += f" ({service['session_affinity_timeout']} s)"
+    facts = [
+        ("Service", f"{service.get('namespace')}/{service.get('name')}"),
+        ("type", service.get("type")),
+        ("port → nodePort", f"{port.get('port')} → {port.get('node_port')}"),
+        ("externalTrafficPolicy", service.get("external_traffic_policy")),
+        ("sessionAffinity", affinity),
+        ("LoadBalancer", ", ".join(service.get("lb_ingress") or ()) or "none"),
+        ("ready endpoints", sum(1 for e in target.get("endpoints", ()) if e.get("ready", True))),
+        ("discovered from", target.get("source", "?")
+         + (f" (context {target['context']})" if target.get("context") else "")),
+    ]
+    if service.get("health_check_node_port"):
+        facts.insert(6, ("healthCheckNodePort", service["health_check_node_port"]))
+    return facts
+
+
+def run_facts(summary: Mapping[str, Any], data: RunData) -> list[tuple]:
+    run, options = data.run, data.run.get("options") or {}
+    entry = run.get("entry") or "?"
+    if entry == "single" and options.get("node"):
+        entry += f" ({options['node']})"
+    facts = [
+        ("run", data.run_id),
+        ("started", fmt.when(run.get("started") or summary["run"]["start"])),
+        ("duration", fmt.secs(summary["run"]["duration_s"])),
+        ("users", run.get("users") if run.get("users") is not None else "?"),
+        ("entry strategy", entry),
+        ("connection", run.get("connection") or "?"),
+        ("request", f"{options.get('method', '?')} {options.get('path', '?')}"),
+        ("pod from", options.get("pod_from", "?")),
+        ("timeout", f"{options['timeout']} s" if options.get("timeout") else "?"),
+        ("load generator", f"{run.get('role', '?')}"
+         + (f" with {len(run['workers'])} workers" if run.get("workers") else "")),
+        ("versions", f"nodeport-harness {run.get('harness_version', '?')}, "
+                     f"Locust {run.get('locust_version', '?')}"),
+    ]
+    if run.get("spawn_rate"):
+        facts.insert(4, ("spawn rate", f"{run['spawn_rate']}/s"))
+    return facts
+
+
+def target_nodes(target: Mapping[str, Any], summary: Mapping[str, Any]) -> list[dict]:
+    by_name = {n["name"]: n for n in summary["nodes"]}
+    rows = []
+    for node in target.get("nodes", ()):
+        seen = by_name.get(node.get("name"), {})
+        state = "Ready" if node.get("ready", True) else "NotReady"
+        if node.get("unschedulable"):
+            state += ", unschedulable"
+        if not node.get("targeted", True):
+            state += f"; not targeted: {node.get('reason') or 'excluded'}"
+        rows.append({
+            "name": node.get("name"), "address": node.get("address"),
+            "address_type": node.get("address_type"),
+            "addresses": sorted((node.get("addresses") or {}).items()),
+            "state": state, "zone": node.get("zone"),
+            "pods": seen.get("pods", 0), "requests": seen.get("requests", 0),
+        })
+    return rows
+
+
+def fault_rows(summary: Mapping[str, Any]) -> list[dict]:
+    rows = []
+    for fault in summary.get("faults", ()):
+        until = fault.get("until")
+        rows.append({
+            "t": fault.get("t"), "kind": fault.get("kind", ""), "name": fault.get("name", ""),
+            "action": fault.get("action", ""),
+            "until": "—" if fault.get("action") == "up" else (
+                "end of run" if until is None else fmt.secs(until)),
+            "requests": fault.get("requests"), "fail_ratio": fault.get("fail_ratio"),
+            "before_fail_ratio": fault.get("before_fail_ratio"),
+        })
+    return rows
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+def chart_markers(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Markers and faults as x positions on the per-second axis (seconds from its base)."""
+    start = summary["run"]["start"]
+    offset = (start - math.floor(start)) if start is not None else 0.0
+    markers = [{"x": m["t"] + offset, "label": m["label"]} for m in summary.get("markers", ())]
+    for fault in summary.get("faults", ()):
+        label = f"{fault.get('name')} {fault.get('action')}"
+        # The plugin records each fault twice (run.json and a marker): draw it once.
+        if not any(abs(m["x"] - fault["t"] - offset) < 1 and m["label"] == label
+                   for m in markers):
+            markers.append({"x": fault["t"] + offset, "label": label})
+    return sorted(markers, key=lambda m: m["x"])
+
+
+def report_figures(summary: Mapping[str, Any], data: RunData,
+                   series: Mapping[str, list[dict[str, Any]]],
+                   matrix: Mapping[str, Any]) -> dict[str, str]:
+    """Chart id -> plotly figure JSON, for the charts this run has data for."""
+    figures: dict[str, str] = {}
+    entry_names = [n["name"] for n in summary["nodes"] if n["requests"]]
+    node_colors = charts.colors(entry_names)
+    if matrix["entries"] and matrix["pods"]:
+        figures["heatmap"] = charts.heatmap(matrix["entries"], matrix["pods"], matrix["counts"])
+    if any(p["successes"] for p in summary["pods"]):
+        figures["pod_shares"] = charts.pod_shares(summary["pods"])
+    groups = [(n["name"], [n["latency"][q] for q in ("p50", "p95", "p99")])
+              for n in summary["nodes"] if n["latency"]["count"]]
+    if groups:
+        overall = summary["latency"]["overall"]
+        groups.append(("all", [overall["p50"], overall["p95"], overall["p99"]]))
+        figures["latency_nodes"] = charts.latency_bars(
+            groups, "Latency percentiles per entry node", "entry node")
+        hists = {name: data.spread["entry_nodes"][name]["latency"] for name in entry_names
+                 if name in data.spread.get("entry_nodes", {})}
+        figures["latency_cdf"] = charts.latency_cdf(hists, node_colors)
+    cross = summary["cross_node"]
+    if any((cross.get(k) or {}).get("count") for k in ("local", "cross_node", "unknown")):
+        figures["locality"] = charts.locality_bars(cross)
+    if any(series.values()):
+        markers = chart_markers(summary)
+        for key, field, name, axis in (
+            ("rps", "requests", "Requests per second by entry node", "requests/s"),
+            ("p95", "p95_ms", "p95 latency per second by entry node", "p95 (ms)"),
+            ("failures", "failures", "Failures per second by entry node", "failures/s"),
+        ):
+            figures[key] = charts.over_time(series, field, name, axis, node_colors, markers)
+    return figures

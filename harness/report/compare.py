@@ -1,0 +1,113 @@
+"""One page comparing run folders side by side (e.g. single node vs. all nodes vs. LB)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from harness import __version__
+from harness.errors import ReportError
+from harness.report import charts
+from harness.report.build import analyse, finite, verdict
+from harness.report.files import write_json_atomic, write_text_atomic
+from harness.report.html import figures_json, plotly_loader, render
+from harness.report.load import load_run
+
+COMPARE_SCHEMA = "nodeport-harness/compare/v1"
+KEY_FINDINGS = 4
+
+
+def build_compare(run_dirs: Sequence[Path | str], out_dir: Path | str | None = None,
+                  plotlyjs: str = "inline") -> dict[str, Any]:
+    """Write ``index.html`` and ``compare.json`` into ``out_dir`` (default: a ``compare``
+    folder beside the first run); returns the per-run rows and the files."""
+    if len(run_dirs) < 2:
+        raise ReportError("compare needs at least two run folders: "
+                          "nodeport-harness compare RUN_A RUN_B [...]")
+    out = Path(out_dir) if out_dir is not None else (
+        Path(run_dirs[0]).resolve().parent / "compare")
+    runs = [run_row(Path(d), out, i) for i, d in enumerate(run_dirs)]
+    files = {"compare.json": str(write_json_atomic(out / "compare.json", finite({
+        "schema": COMPARE_SCHEMA, "generated": time.time(),
+        "runs": [{k: v for k, v in r.items() if k != "link"} for r in runs],
+    })))}
+    loader = plotly_loader(plotlyjs, out)
+    if loader["mode"] == "directory":
+        files["plotly.min.js"] = str(out.resolve().parent / "plotly.min.js")
+    figures = compare_figures(runs)
+    files["index.html"] = str(write_text_atomic(out / "index.html", render(
+        "compare.html.j2", {"runs": runs, "plotly": loader, "figures": figures_json(figures),
+                            "charts": set(figures), "generated": time.time(),
+                            "version": __version__})))
+    return {"runs": runs, "files": files}
+
+
+def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:
+    """The figures one run contributes to the comparison."""
+    data = load_run(run_dir)
+    summary = analyse(data)
+    run = data.run
+    entry, connection = run.get("entry") or "?", run.get("connection") or "?"
+    overall = summary["latency"]["overall"]
+    keepalive = summary["keepalive"]
+    findings = [f for f in summary["findings"] if f["severity"] in ("critical", "warning")]
+    findings = findings or [f for f in summary["findings"] if f["severity"] == "ok"]
+    page = run_dir / "index.html"
+    return {
+        "index": index,
+        "run_id": data.run_id,
+        "label": f"{data.run_id} · entry {entry} · {connection}",
+        "entry": entry,
+        "connection": connection,
+        "service": summary.get("service"),
+        "verdict": verdict(summary["findings"]),
+        "requests": summary["totals"]["requests"],
+        "rps": summary["totals"]["rps"],
+        "fail_ratio": summary["totals"]["fail_ratio"],
+        "p50": overall["p50"], "p95": overall["p95"], "p99": overall["p99"],
+        "cross_node_share": summary["cross_node"]["share"],
+        "jain": summary["fairness"]["jain"],
+        "single_pod_share": keepalive["single_pod_share"],
+        "requests_per_connection": keepalive["mean_requests_per_connection"],
+        "node_shares": [(n["name"], n["share"] or 0.0) for n in summary["nodes"]
+                        if n["requests"] or n["is_node"]],
+        "expected_node_share": _even_node_share(summary, entry),
+        "pod_shares": [(p["name"], p["share"] or 0.0) for p in summary["pods"]],
+        "expected_pod_share": summary["pods"][0]["expected_share"] if summary["pods"] else None,
+        "findings": findings[:KEY_FINDINGS],
+        "link": _link(page, out) if page.is_file() else None,
+    }
+
+
+def _even_node_share(summary: Mapping[str, Any], entry: str) -> float | None:
+    # Through a LoadBalancer the client enters one address: there is no even node share.
+    targeted = [n for n in summary["nodes"] if n["is_node"] and n["targeted"]]
+    return None if entry == "lb" or not targeted else 1 / len(targeted)
+
+
+def _link(page: Path, out: Path) -> str:
+    relative = os.path.relpath(page.resolve(), out.resolve())
+    return "/".join(quote(part) for part in Path(relative).parts)
+
+
+def compare_figures(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    figures: dict[str, str] = {}
+    palette = charts.PALETTE
+    for run in runs:
+        color = palette[run["index"] % len(palette)]
+        i = run["index"]
+        if run["node_shares"]:
+            names, shares = zip(*run["node_shares"], strict=True)
+            figures[f"nodes-{i}"] = charts.share_bars(
+                names, shares, "", color, run["expected_node_share"])
+        if run["pod_shares"]:
+            names, shares = zip(*run["pod_shares"], strict=True)
+            figures[f"pods-{i}"] = charts.share_bars(
+                names, shares, "", color, run["expected_pod_share"])
+    groups = [(run["run_id"], [run["p50"], run["p95"], run["p99"]]) for run in runs]
+    figures["latency"] = charts.latency_bars(groups, "Latency percentiles per run", "run")
+    return figures

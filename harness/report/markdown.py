@@ -1,0 +1,94 @@
+"""summary.md: the run in Markdown for CI job summaries ($GITHUB_STEP_SUMMARY and the like)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.report import fmt
+
+ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "ok": "🟢"}
+MAX_POD_ROWS = 50  # a step summary is capped (1 MiB on GitHub): the CSV holds them all
+MAX_NAME = 60
+# Enough to stop emphasis, code, links, tables and strike-through; HTML goes as entities.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md(text: object, limit: int | None = None) -> str:
+    """Literal text in Markdown (and in the HTML renderers accept inside it)."""
+    value = str(text)
+    if limit and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    value = " ".join(value.split())  # a newline would end a table row
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", value)
+
+
+def summary_markdown(view: Mapping[str, Any]) -> str:
+    """``view``: the page's context (see build.page_context)."""
+    parts = [
+        f"## {ICONS.get(view['verdict'], '')} NodePort spread: {md(view['title'])}",
+        "",
+        f"**{md(view['headline'])}**",
+        "",
+        "### Findings",
+        "",
+        *(f"- {ICONS.get(f['severity'], '')} **{f['severity']}**: {md(f['text'])}"
+          for f in view["findings"]),
+        "",
+        "### Requests per pod and entry node (successes)",
+        "",
+        *_matrix_table(view["matrix"]),
+        "",
+        *_thresholds(view["thresholds"]),
+        "### Run",
+        "",
+        *(f"- {md(k)}: {md(v)}" for k, v in view["facts"]),
+        "",
+        "<details><summary>How to reproduce</summary>",
+        "",
+        *_code(view["command"]),
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _matrix_table(matrix: Mapping[str, Any]) -> list[str]:
+    entries, pods, counts = matrix["entries"], matrix["pods"], matrix["counts"]
+    if not entries or not pods:
+        return ["No successful request was recorded."]
+    total = sum(map(sum, counts)) or 1
+    header = ["pod", "node", *(md(e, MAX_NAME) for e in entries), "total", "share"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for j, pod in enumerate(pods[:MAX_POD_ROWS]):
+        row = [counts[i][j] for i in range(len(entries))]
+        lines.append("| " + " | ".join([
+            md(pod, MAX_NAME), md(matrix["pod_nodes"].get(pod) or "?", MAX_NAME),
+            *(fmt.num(c) for c in row), fmt.num(sum(row)), fmt.pct(sum(row) / total),
+        ]) + " |")
+    sums = [sum(row) for row in counts]
+    lines.append("| **entry share** | | " + " | ".join(fmt.pct(s / total) for s in sums)
+                 + f" | {fmt.num(sum(sums))} | |")
+    if len(pods) > MAX_POD_ROWS:
+        lines += ["", f"… and {len(pods) - MAX_POD_ROWS} more pods: see pods.csv."]
+    return lines
+
+
+def _thresholds(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not results:
+        return ["No thresholds were set (see --max-fail-ratio, --max-p95-ms, ...).", ""]
+    lines = ["### Thresholds", "", "| threshold | result |", "|---|---|"]
+    for result in results:
+        mark = "✅ passed" if result["passed"] else "❌ **breached**"
+        lines.append(f"| {md(result['text'])} | {mark} |")
+    return [*lines, ""]
+
+
+def _code(text: str) -> list[str]:
+    # A fence longer than any run of backticks inside, so the command cannot close it.
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}sh", text, fence]

@@ -1,0 +1,566 @@
+"""The live "Spread" tab in Locust's web UI: node x pod matrix, per-node rates, findings, report.
+
+Built only on Locust's documented extension points: ``template_args["extended_tabs"]`` /
+``["extended_tables"]`` declare two tabs ("Spread" and "Spread findings") that Locust's own
+React table renders, an ``after_request`` hook adds their rows as ``extended_stats`` to the
+``/stats/requests`` reply the UI already polls every 2 s, and ``extended_csv_files`` links
+the downloads (``nodeport/report``: the HTML report of the run so far; ``nodeport/spread.json``:
+the recorder snapshot) from the "Download Data" tab. React renders every cell as text, so pod
+and node names from the cluster or from replies are never parsed as HTML.
+
+Nothing here runs per recorded request: a snapshot is taken when the UI asks, at most once
+per ``REFRESH_S`` (findings: ``FINDINGS_S``) whatever the number of open browsers. On a
+master, ``run.recorder`` holds the aggregates merged from the workers' reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.model import Target
+from harness.recorder import (
+    OTHER_POD,
+    SERIES_BUCKETS,
+    SERIES_SHIFT,
+    UNKNOWN_POD,
+    SpreadRecorder,
+    add_hist,
+    percentiles,
+)
+
+if TYPE_CHECKING:
+    from harness.plugin import HarnessRun
+
+log = logging.getLogger("nodeport-harness")
+
+TAB_KEY = "spread"
+FINDINGS_KEY = "spread-findings"
+REPORT_PATH = "/nodeport/report"
+SNAPSHOT_PATH = "/nodeport/spread.json"
+REFRESH_S = 1.5  # Locust's UI polls every 2 s: one snapshot serves every open browser
+FINDINGS_S = 5.0  # findings move slowly and cost more than the table
+RATE_WINDOW_S = 10  # like Locust's "current RPS"
+# Seconds still filling: the local runner's current one; on a master, also what workers
+# have not reported yet (they report every 3 s).
+LAG_LOCAL_S, LAG_MASTER_S = 1, 4
+MAX_POD_COLUMNS = 40  # wider tables stop being readable; the rest add up in one column
+MAX_NAME = 80
+NOT_PODS = (UNKNOWN_POD, OTHER_POD)
+# Row keys: Locust camel-cases every key of the polled JSON (snake_case -> camelCase), so
+# ours have no underscores, and pods are columns "pod0".. (their names are titles, never keys).
+# Locust's table sorts rows by their "name" until a header is clicked: "name" holds the order
+# we want (nodes as discovered, the total last) and is not shown.
+NODE_COLUMNS = (
+    ("entry", "Entry node"),
+    ("pods", "Pods"),
+    ("requests", "Requests"),
+    ("share", "Share"),
+    ("rps", "Req/s now"),
+    ("p95now", "p95 now (ms)"),
+    ("p95", "p95 run (ms)"),
+    ("failures", "Failures"),
+    ("kinds", "Failure kinds"),
+    ("crossnode", "Cross-node"),
+)
+FINDING_COLUMNS = (("severity", "Severity"), ("finding", "Finding"))
+
+
+# -- the view: pure functions of a spread snapshot and the target -----------------------------
+
+def short(text: object, limit: int = MAX_NAME) -> str:
+    """A name as shown: one line, at most ``limit`` characters."""
+    value = " ".join(str(text).split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def pod_columns(
+    spread: Mapping[str, Any], target: Target | None, keys: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The pods the matrix shows: the target's endpoints (those that got nothing too), grouped
+    by node, then pods only the replies named, then "unknown" / "(other)" when they served.
+
+    ``keys`` (pod -> column key) is kept by the caller across calls: a pod keeps its column
+    key for the whole session, so a page loaded before a new pod appeared still labels every
+    column right (it just lacks the new one).
+    """
+    keys = {} if keys is None else keys
+    node_order = {n.name: i for i, n in enumerate(target.nodes)} if target else {}
+    where: dict[str, str | None] = {}
+    for pod, node in spread.get("pod_nodes", {}).items():
+        where[pod] = node
+    endpoints = list(target.endpoints) if target else []
+    for endpoint in endpoints:
+        where[endpoint.pod] = endpoint.node or where.get(endpoint.pod)
+    listed = [e.pod for e in sorted(
+        endpoints, key=lambda e: (node_order.get(e.node or "", len(node_order)), e.pod))]
+    served = spread.get("pods", {})
+    extra = sorted(p for p, d in served.items()
+                   if p not in NOT_PODS and d.get("successes") and p not in where)
+    extra += [p for p in served if p in where and p not in listed and p not in NOT_PODS
+              and served[p].get("successes")]
+    names = list(dict.fromkeys(listed + extra))
+    rest = names[MAX_POD_COLUMNS:]
+    names = names[:MAX_POD_COLUMNS]
+    columns = []
+    for pod in names:
+        node = where.get(pod) or served.get(pod, {}).get("node")
+        title = f"{short(pod)} on {short(node)}" if node else f"{short(pod)} (node unknown)"
+        key = keys.setdefault(pod, f"pod{len(keys)}")
+        columns.append({"key": key, "pods": [pod], "title": title})
+    if rest:
+        columns.append({"key": "podrest", "pods": rest,
+                        "title": f"other pods (beyond {MAX_POD_COLUMNS} columns)"})
+    for pod, title in ((UNKNOWN_POD, "reply named no pod"), (OTHER_POD, "pods beyond the cap")):
+        if served.get(pod, {}).get("successes"):
+            columns.append({"key": "podunknown" if pod == UNKNOWN_POD else "podother",
+                            "pods": [pod], "title": title})
+    return columns
+
+
+def spread_structure(columns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The "Spread" table's columns for ``extended_tables``."""
+    return ([{"key": key, "title": title} for key, title in NODE_COLUMNS]
+            + [{"key": c["key"], "title": c["title"]} for c in columns])
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "–"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _cell(count: int, whole: int) -> str:
+    return f"{count:,} ({_pct(count, whole)})" if count else "0"
+
+
+def _window(rows: Sequence[Mapping[str, Any]], begin: int, end: int) -> tuple[int, list[int]]:
+    """Requests and the merged coarse latency histogram of the seconds in [begin, end)."""
+    requests, hist = 0, [0] * SERIES_BUCKETS
+    for row in reversed(rows):  # ascending: the recent seconds are at the end
+        if row["t"] < begin:
+            break
+        if row["t"] < end:
+            requests += row["requests"]
+            add_hist(hist, row.get("latency"))
+    return requests, hist
+
+
+def node_rows(
+    spread: Mapping[str, Any],
+    target: Target | None,
+    columns: Sequence[Mapping[str, Any]],
+    now: float,
+    lag_s: int = LAG_LOCAL_S,
+) -> list[dict[str, str]]:
+    """One row per node (and other entry point, e.g. ``lb``), then the total row."""
+    entries = spread.get("entry_nodes", {})
+    series = spread.get("series", {})
+    nodes = {n.name: n for n in target.nodes} if target else {}
+    endpoints = list(target.endpoints) if target else []
+    where = {**spread.get("pod_nodes", {}), **{e.pod: e.node for e in endpoints if e.node}}
+    total = spread.get("totals", {}).get("requests", 0)
+    # Req/s over the last complete seconds; a young run divides by the seconds it has had.
+    end = math.floor(now) - lag_s + 1
+    begin = end - RATE_WINDOW_S
+    if spread.get("start") is not None:
+        begin = max(begin, math.floor(spread["start"]))
+    seconds = max(1, end - begin)
+    all_recent, all_hist = 0, [0] * SERIES_BUCKETS
+    rows = []
+    for order, name in enumerate([*nodes, *(e for e in entries if e not in nodes)]):
+        part = entries.get(name, {})
+        node = nodes.get(name)
+        recent, hist = _window(series.get(name, ()), begin, end)
+        all_recent += recent
+        add_hist(all_hist, hist)
+        pods = part.get("pods", {})
+        successes = part.get("successes", 0)
+        label = short(name)
+        if node is not None and not node.targeted:
+            label += f" (not targeted: {short(node.reason or 'excluded', 40)})"
+        elif node is None:
+            label += " (not a node)"
+        row = {
+            "name": f"{order:05d}",
+            "entry": label,
+            "pods": str(sum(1 for e in endpoints if e.node == name)) if node else "–",
+            **_stats(part, total, recent, seconds, hist),
+            "crossnode": _cross(pods, where, name) if node else "–",
+        }
+        for column in columns:
+            row[column["key"]] = _cell(sum(pods.get(p, 0) for p in column["pods"]), successes)
+        rows.append(row)
+    served: dict[str, int] = {}
+    for part in entries.values():
+        for pod, count in part.get("pods", {}).items():
+            served[pod] = served.get(pod, 0) + count
+    overall = {
+        "requests": total,
+        "failures": spread.get("totals", {}).get("failures", 0),
+        "latency": spread.get("latency", {}).get("buckets"),
+        "failure_kinds": _sum_kinds(entries.values()),
+    }
+    row = {
+        "name": "99999",
+        "entry": "All entry points",
+        "pods": str(len(endpoints)) if target else "–",
+        **_stats(overall, total, all_recent, seconds, all_hist),
+        "crossnode": _all_cross(entries, where, nodes),
+    }
+    successes = spread.get("totals", {}).get("successes", 0)
+    for column in columns:
+        row[column["key"]] = _cell(sum(served.get(p, 0) for p in column["pods"]), successes)
+    rows.append(row)
+    return rows
+
+
+def _stats(part: Mapping[str, Any], total: int, recent: int, seconds: int,
+           recent_hist: list[int]) -> dict[str, str]:
+    requests = part.get("requests", 0)
+    failures = part.get("failures", 0)
+    kinds = part.get("failure_kinds", {})
+    return {
+        "requests": _count(requests),
+        "share": _pct(requests, total),
+        "rps": f"{recent / seconds:,.1f}",
+        "p95now": _ms(percentiles(recent_hist, (0.95,), SERIES_SHIFT)[0]),
+        "p95": _ms(percentiles(part.get("latency"), (0.95,))[0]),
+        "failures": f"{failures:,} ({_pct(failures, requests)})" if failures else "0",
+        "kinds": ", ".join(f"{short(k, 30)} {v:,}" for k, v in sorted(kinds.items()) if v)
+        or "–",
+    }
+
+
+def _sum_kinds(parts: Any) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for part in parts:
+        for kind, count in part.get("failure_kinds", {}).items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    return kinds
+
+
+def _cross(pods: Mapping[str, int], where: Mapping[str, str | None], entry: str) -> str:
+    local = cross = 0
+    for pod, count in pods.items():
+        node = where.get(pod)
+        if node is None:
+            continue  # unknown pod or pod's node: neither local nor cross-node
+        if node == entry:
+            local += count
+        else:
+            cross += count
+    return _pct(cross, local + cross)
+
+
+def _all_cross(entries: Mapping[str, Any], where: Mapping[str, str | None],
+               nodes: Mapping[str, Any]) -> str:
+    local = cross = 0
+    for name, part in entries.items():
+        if name not in nodes:
+            continue
+        for pod, count in part.get("pods", {}).items():
+            node = where.get(pod)
+            if node is not None:
+                local, cross = (local + count, cross) if node == name else (local, cross + count)
+    return _pct(cross, local + cross)
+
+
+def finding_rows(spread: Mapping[str, Any], target: Target | None,
+                 run_info: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """The analysis' findings as table rows (a row saying why when there are none)."""
+    if not spread.get("totals", {}).get("requests"):
+        return [{"name": "00000", "severity": "info", "finding": "No request recorded yet."}]
+    try:
+        from harness.analysis import summarize
+    except ImportError as err:  # the analysis is optional for the live tab
+        return [{"name": "00000", "severity": "info", "finding": f"Findings unavailable: {err}"}]
+    try:
+        summary = summarize(spread, target.to_dict() if target else None, run_info)
+    except Exception as err:  # a live view must keep working whatever the data
+        log.debug("live findings failed", exc_info=True)
+        return [{"name": "00000", "severity": "info", "finding": f"Findings unavailable: {err}"}]
+    return [{"name": f"{order:05d}", "severity": str(f.get("severity", "")),
+             "finding": str(f.get("text", ""))}
+            for order, f in enumerate(summary.get("findings", ()))]
+
+
+def live_view(
+    spread: Mapping[str, Any],
+    target: Target | None,
+    now: float,
+    *,
+    lag_s: int = LAG_LOCAL_S,
+    run_info: Mapping[str, Any] | None = None,
+    columns: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything the tabs show, as ``extended_stats`` entries (keys are the tab keys)."""
+    if columns is None:
+        columns = pod_columns(spread, target)
+    return {
+        TAB_KEY: node_rows(spread, target, columns, now, lag_s),
+        FINDINGS_KEY: finding_rows(spread, target, run_info),
+    }
+
+
+def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
+    """What ``analysis.summarize`` reads about the run, so far."""
+    options = run.environment.parsed_options
+    started = run.started
+    return {k: v for k, v in {
+        "entry_strategy": getattr(options, "entry", None),
+        "connection_mode": getattr(options, "connection", None),
+        "start": started,
+        "duration_s": None if started is None else (run.stopped or now) - started,
+        "faults": list(run.faults),
+    }.items() if v is not None}
+
+
+# -- Locust wiring ---------------------------------------------------------------------------
+
+class SpreadTab:
+    """The tabs of one web UI: builds the view when the UI polls, and caches it.
+
+    A snapshot costs time in proportion to the run's length (its per-second series: ~0.3 s
+    after an hour with three nodes) and the findings several times that, so each is rebuilt
+    at most every ``REFRESH_S`` / ``FINDINGS_S`` and never more often than a fixed multiple
+    of what it last cost: an open browser takes a bounded share of the master's CPU. The
+    findings run in gevent's thread pool, so Locust's hub keeps serving workers meanwhile.
+    """
+
+    def __init__(self, environment: Any, run: HarnessRun):
+        self.environment = environment
+        self.run = run
+        self._keys: dict[str, str] = {}  # pod -> its column key, stable for the session
+        self._recorder: Any = None
+        self._spread: dict[str, Any] | None = None
+        self._rows: list[dict[str, str]] = []
+        self._snap_at = self._snap_cost = 0.0
+        self._findings: list[dict[str, str]] = []
+        self._findings_at = self._findings_cost = 0.0
+        self._findings_busy = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """The recorder's aggregates now (an empty run before the first test starts)."""
+        recorder = self.run.recorder
+        if recorder is None:
+            target = self.run.target
+            return SpreadRecorder(target.pod_nodes() if target else {}).to_dict()
+        return recorder.to_dict()
+
+    def lag_s(self) -> int:
+        return LAG_MASTER_S if self.run.role == "master" else LAG_LOCAL_S
+
+    def _fresh_spread(self, now: float) -> dict[str, Any]:
+        if self.run.recorder is not self._recorder:  # a new test: forget the last one
+            self._recorder, self._spread = self.run.recorder, None
+            self._findings_at = 0.0
+        stopped = self.run.stopped
+        if self._spread is not None and (
+            now - self._snap_at < max(REFRESH_S, 4 * self._snap_cost)
+            or (stopped is not None and self._snap_at > stopped)  # nothing changes any more
+        ):
+            return self._spread
+        began = time.perf_counter()
+        self._spread = self.snapshot()
+        self._rows = node_rows(self._spread, self.run.target,
+                               pod_columns(self._spread, self.run.target, self._keys),
+                               now, self.lag_s())
+        self._snap_at, self._snap_cost = now, time.perf_counter() - began
+        return self._spread
+
+    def view(self) -> dict[str, Any]:
+        now = time.time()
+        spread = self._fresh_spread(now)
+        due = now - self._findings_at >= max(FINDINGS_S, 10 * self._findings_cost)
+        if (due or not self._findings) and not self._findings_busy:
+            self._findings_busy = True
+            began = time.perf_counter()
+            try:
+                self._findings = _in_thread(finding_rows, spread, self.run.target,
+                                            analysis_run_info(self.run, now))
+            finally:
+                self._findings_busy = False
+            self._findings_at, self._findings_cost = now, time.perf_counter() - began
+        return {TAB_KEY: self._rows, FINDINGS_KEY: self._findings or [
+            {"name": "00000", "severity": "info", "finding": "Computing findings…"}]}
+
+    def refresh_structure(self) -> None:
+        """Pods as of now become the table's columns (called when the page loads: the UI
+        reads its table structure once)."""
+        columns = pod_columns(self._fresh_spread(time.time()), self.run.target, self._keys)
+        args = self.environment.web_ui.template_args
+        _extend(args, "extended_tables", [
+            {"key": TAB_KEY, "structure": spread_structure(columns)},
+            {"key": FINDINGS_KEY,
+             "structure": [{"key": k, "title": t} for k, t in FINDING_COLUMNS]},
+        ])
+
+    def extended_stats(self) -> list[dict[str, Any]]:
+        return [{"key": key, "data": rows} for key, rows in self.view().items()]
+
+
+def _extend(args: dict[str, Any], name: str, items: list[dict[str, Any]], by: str = "key"
+            ) -> None:
+    """Add ``items`` to a template-args list, replacing ours (same ``by`` field) and keeping
+    other plugins'. The UI camel-cases keys: ``extended_tabs`` is ``extendedTabs``."""
+    camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+    key = camel if camel in args and name not in args else name
+    ours = {item[by] for item in items}
+    args[key] = [i for i in args.get(key) or [] if i.get(by) not in ours] + items
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:100] or "run"
+
+
+def install(environment: Any, run: HarnessRun) -> SpreadTab | None:
+    """Add the Spread tabs, their data and the download routes to ``environment.web_ui``.
+
+    A failure here is logged and leaves Locust's UI as it is: the load test must still run.
+    """
+    try:
+        return _install(environment, run)
+    except Exception:
+        log.exception("nodeport-harness: the Spread tab is unavailable")
+        return None
+
+
+def _install(environment: Any, run: HarnessRun) -> SpreadTab:
+    from flask import Blueprint, Response, request
+
+    web_ui = environment.web_ui
+    existing = getattr(web_ui, "nodeport_tab", None)
+    if existing is not None:
+        return existing
+    tab = SpreadTab(environment, run)
+    web_ui.nodeport_tab = tab
+    args = web_ui.template_args
+    _extend(args, "extended_tabs", [{"title": "Spread", "key": TAB_KEY},
+                                    {"title": "Spread findings", "key": FINDINGS_KEY}])
+    _extend(args, "extended_csv_files", [
+        {"href": "." + REPORT_PATH, "title": "Download NodePort report of the run so far (HTML)"},
+        {"href": "." + SNAPSHOT_PATH, "title": "Download NodePort spread snapshot (JSON)"},
+    ], by="href")
+    tab.refresh_structure()
+
+    options = environment.parsed_options
+    base = getattr(options, "web_base_path", None) or None
+    blueprint = Blueprint("nodeport", __name__, url_prefix=base)
+
+    @web_ui.app.before_request
+    def _columns_on_page_load() -> None:
+        if request.endpoint == "locust.index":
+            tab.refresh_structure()
+
+    @web_ui.app.after_request
+    def _add_extended_stats(response: Response) -> Response:
+        # Locust's own route (already behind its login) answers the UI's 2 s poll: our rows
+        # ride along, so the tabs refresh with Locust's tables and no extra request.
+        if request.endpoint != "locust.request_stats" or response.status_code != 200:
+            return response
+        data = response.get_json(silent=True)
+        if not isinstance(data, dict):
+            return response
+        try:
+            ours = tab.extended_stats()
+        except Exception:  # never break Locust's own stats for our tab
+            log.exception("nodeport-harness: live spread view failed")
+            return response
+        keys = {entry["key"] for entry in ours}
+        others = [e for e in data.get("extended_stats") or [] if e.get("key") not in keys]
+        data["extended_stats"] = others + ours
+        response.set_data(json.dumps(data))
+        return response
+
+    @blueprint.route(SNAPSHOT_PATH)
+    @web_ui.auth_required_if_enabled
+    def nodeport_snapshot() -> Response:
+        if run.recorder is None:
+            return _text("no test has started yet: start one, then download", 409)
+        body = json.dumps(run.recorder.to_dict(), indent=1)
+        return _download(body.encode(), "application/json",
+                         f"{_safe_filename(run.run_id or 'run')}-spread.json")
+
+    @blueprint.route(REPORT_PATH)
+    @web_ui.auth_required_if_enabled
+    def nodeport_report() -> Response:
+        if run.recorder is None or run.target is None:
+            return _text("no test has started yet: start one, then download its report", 409)
+        spread = run.recorder.to_dict()  # here, in the hub: the recorder is not thread-safe
+        info = _run_json(run)
+        name = _safe_filename(run.run_id or "run")
+        try:
+            from harness.report.build import build_report
+        except ImportError:
+            return _download(json.dumps(spread, indent=1).encode(), "application/json",
+                             f"{name}-spread.json")
+        try:
+            html = _in_thread(_build_html, build_report, spread, run.target.to_dict(), info)
+        except Exception as err:  # HarnessError carries the one line to show
+            log.error("nodeport-harness: live report failed: %s", err)
+            return _text(f"report failed: {err}", 500)
+        suffix = "-so-far" if run.stopped is None else ""
+        return _download(html, "text/html", f"{name}{suffix}.html")
+
+    web_ui.app.register_blueprint(blueprint)
+    return tab
+
+
+def _run_json(run: HarnessRun) -> dict[str, Any]:
+    """run.json for a report of the run so far (marked partial while it still runs)."""
+    from harness.plugin import run_info
+
+    info = run_info(run)
+    if run.stopped is None:
+        info["partial"] = info.get("partial") or (
+            "snapshot taken while the run was still going (downloaded from the web UI)")
+    return info
+
+
+def _build_html(build_report: Any, spread: dict, target: dict, info: dict) -> bytes:
+    from harness.report.files import write_json_atomic
+
+    with tempfile.TemporaryDirectory(prefix="nodeport-live-") as folder:
+        run_dir = Path(folder) / _safe_filename(str(info.get("run_id") or "run"))
+        write_json_atomic(run_dir / "target.json", target)
+        write_json_atomic(run_dir / "spread.json", spread)
+        write_json_atomic(run_dir / "run.json", info)
+        # inline: the page must stand alone once the temporary folder is gone.
+        build_report(run_dir, plotlyjs="inline")
+        return (run_dir / "index.html").read_bytes()
+
+
+def _in_thread(func: Any, *args: Any) -> Any:
+    # Building a report takes a while: a thread keeps Locust's hub (heartbeats, users) going.
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(func, args)
+
+
+def _text(message: str, status: int) -> Any:
+    from flask import Response
+
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+def _download(body: bytes, mimetype: str, filename: str) -> Any:
+    from flask import Response
+
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+    })

@@ -1,0 +1,142 @@
+"""`nodeport-harness demo --quick` end to end: its claims agree with what the lab did."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "demo", "--quick", "--report-dir", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (demo_dir,) = out.glob("demo-*")
+    data = json.loads((demo_dir / "demo.json").read_text())
+    return {"dir": demo_dir, "data": data, "elapsed": elapsed, "stdout": proc.stdout}
+
+
+def spread_of(demo, scenario):
+    return json.loads((demo["dir"] / scenario / "spread.json").read_text())
+
+
+def run_of(demo, scenario):
+    return json.loads((demo["dir"] / scenario / "run.json").read_text())
+
+
+def claim(demo, claim_id):
+    found = [c for c in demo["data"]["claims"] if c["id"] == claim_id]
+    assert found, f"no claim {claim_id}: {[c['id'] for c in demo['data']['claims']]}"
+    return found[0]
+
+
+def failure_seconds(spread, node):
+    return [row["t"] for row in spread["series"].get(node, []) if row["failures"]]
+
+
+def test_page_and_every_scenario(demo):
+    page = (demo["dir"] / "index.html").read_text()
+    ids = [s["id"] for s in demo["data"]["scenarios"]]
+    assert ids == ["naive", "all-keepalive", "all-close", "fail-single", "fail-all", "fail-lb",
+                   "local"]
+    for sid in ids:
+        assert f'href="{sid}/index.html"' in page
+        assert (demo["dir"] / sid / "spread.json").exists()
+    assert "Verdict" in page and "What a LoadBalancer changes" in page
+    for c in demo["data"]["claims"]:
+        assert c["text"].replace("'", "&#39;") in page or c["text"] in page
+
+
+def test_quick_demo_is_quick(demo):
+    # Generous slack for a loaded CI machine; the figure itself is printed by the demo.
+    assert demo["elapsed"] < 120, demo["elapsed"]
+    assert demo["data"]["duration_s"] < 90
+
+
+def test_naive_scenario_all_ingress_on_node_1(demo):
+    spread = spread_of(demo, "naive")
+    assert set(spread["entry_nodes"]) == {"node-1"}
+    c = claim(demo, "naive-ingress")
+    assert c["figures"]["node1_share"] == 1.0
+    truth = demo["data"]["ground_truth"]["pods"]
+    elsewhere = sum(1 for p in truth if p["node"] != "node-1")
+    assert c["figures"]["pods_elsewhere"] == elsewhere == 3
+    assert "100.0 %" in c["text"] and f"{elsewhere} of 6 pods" in c["text"]
+
+
+@pytest.mark.parametrize("scenario", ["fail-single", "fail-all"])
+def test_node_failure_only_from_dead_node_and_only_after(demo, scenario):
+    spread = spread_of(demo, scenario)
+    (fault,) = [f for f in run_of(demo, scenario)["faults"] if f["action"] == "down"]
+    assert fault["name"] == "node-1"
+    fault_epoch = fault["time"]
+    for node, entry in spread["entry_nodes"].items():
+        if node != "node-1":
+            assert entry["failures"] == 0, (node, entry["failure_kinds"])
+    failed = failure_seconds(spread, "node-1")
+    assert failed, "the dead node produced no failures"
+    assert min(failed) >= int(fault_epoch)  # never before the fault
+    assert set(spread["entry_nodes"]["node-1"]["failure_kinds"]) == {"timeout"}
+    c = claim(demo, f"{scenario}-impact")
+    expected = 1.0 if scenario == "fail-single" else 1 / 3
+    assert abs(c["figures"]["fail_ratio"] - expected) < 0.1, c
+
+
+def test_lb_failures_stop_after_health_check(demo):
+    spread = spread_of(demo, "fail-lb")
+    (fault,) = [f for f in run_of(demo, "fail-lb")["faults"] if f["action"] == "down"]
+    failed = [row["t"] for rows in spread["series"].values() for row in rows
+              if row["failures"]]
+    ok_after = [row["t"] for rows in spread["series"].values() for row in rows
+                if row["requests"] > row["failures"] and row["t"] > fault["time"] + 2.5]
+    # health check every 0.5 s + a 1 s time-out for requests already sent + 1 s of binning
+    assert not failed or max(failed) <= fault["time"] + 2.5, (failed, fault)
+    assert ok_after, "the LoadBalancer kept serving after the fault"
+    c = claim(demo, "lb-failover")
+    assert c["figures"]["run_fail_ratio"] < 0.05
+
+
+def test_keepalive_pins_connections_close_spreads(demo):
+    c = claim(demo, "connections-not-requests")
+    assert c["figures"]["keepalive_pods"] == 1.0
+    assert c["figures"]["close_pods"] > 3
+
+
+def test_local_policy_no_hops_and_empty_node_drops(demo):
+    spread = spread_of(demo, "local")
+    localities = spread["locality"]
+    assert localities["cross_node"]["successes"] == 0 and localities["local"]["successes"] > 0
+    node3 = spread["entry_nodes"]["node-3"]
+    assert node3["successes"] == 0 and node3["failures"] > 0
+    assert set(node3["failure_kinds"]) == {"timeout"}
+    # Pods on the crowded node get less: node-1's 3 pods share what node-2's 2 pods share.
+    pods = {p["name"]: p["node"] for p in demo["data"]["ground_truth"]["pods"]}
+    served = {}
+    for entry in spread["entry_nodes"].values():
+        for pod, count in entry["pods"].items():
+            served[pod] = served.get(pod, 0) + count
+    on1 = [served.get(p, 0) for p, n in pods.items() if n == "node-1"]
+    on2 = [served.get(p, 0) for p, n in pods.items() if n == "node-2"]
+    assert max(on1) < min(on2)
+
+
+def test_every_request_reconciles_with_the_pods(demo):
+    """Over all scenarios, what the client recorded per pod equals what each pod served."""
+    recorded: dict[str, int] = {}
+    for scenario in demo["data"]["scenarios"]:
+        spread = spread_of(demo, scenario["id"])
+        for entry in spread["entry_nodes"].values():
+            for pod, count in entry["pods"].items():
+                recorded[pod] = recorded.get(pod, 0) + count
+    truth = {p: n for p, n in demo["data"]["ground_truth"]["stats"].items() if n}
+    assert recorded == truth
