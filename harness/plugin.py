@@ -53,6 +53,7 @@ class HarnessRun:
     workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
     finals: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into run.json (e.g. steps)
 
     @property
     def role(self) -> str:
@@ -190,6 +191,7 @@ def on_test_start(environment, **_kwargs) -> None:
     run.run_id = options.run_id or time.strftime("run-%Y%m%d-%H%M%S")
     run.run_dir = Path(options.report_dir) / run.run_id
     run.faults = []
+    run.extra = {}
     if run.role != "worker":
         _schedule_faults(run, options)
         if options.progress:
@@ -430,6 +432,7 @@ def run_info(run: HarnessRun) -> dict:
         "partial": run.partial,
         "command": reproduce_command(),
         "options": safe,
+        **run.extra,
     }
 
 
