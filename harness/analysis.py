@@ -402,6 +402,12 @@ def _faults(
     if start is None:
         return faults
     series = spread.get("series", {})
+    seconds = sorted({row["t"] for rows in series.values() for row in rows})
+    # Requests to a dead node fail only when their time-out ends, and series count requests
+    # by the second they complete: the steady state starts a time-out (+ 1 s of binning)
+    # after the fault. The first second (ramp-up) and the last (cut by the stop) are partial.
+    settle = float(run.get("timeout_s") or 0.0) + 1.0
+    first, last = (seconds[0], seconds[-1]) if seconds else (None, None)
     for fault in faults:
         undo = next((f["t"] for f in faults if f["t"] > fault["t"] and f["name"] == fault["name"]
                      and f["action"] in UNDO_ACTIONS), None)
@@ -410,25 +416,41 @@ def _faults(
             continue
         begin = start + fault["t"]
         stop = math.inf if undo is None else start + undo
-        window = [0, 0]
-        before = [0, 0]
+        window, before, steady = [0, 0], [0, 0], [0, 0]
+        before_seconds, steady_seconds = set(), set()
         via_node = 0
         for name, rows in series.items():
             for row in rows:
-                if row["t"] + 1 <= begin:
+                t = row["t"]
+                if t + 1 <= begin:
                     before[0] += row["requests"]
                     before[1] += row["failures"]
-                elif row["t"] < stop:
+                    if t != first:
+                        before_seconds.add(t)
+                elif t < stop:
                     window[0] += row["requests"]
                     window[1] += row["failures"]
                     if name == fault["name"]:
                         via_node += row["failures"]
+                    if t >= begin + settle and t != last:
+                        steady[0] += row["requests"]
+                        steady[1] += row["failures"]
+                        steady_seconds.add(t)
+        before_rps_requests = sum(
+            row["requests"] for rows in series.values() for row in rows
+            if row["t"] in before_seconds)
         fault.update({
             "requests": window[0],
             "failures": window[1],
             "fail_ratio": _ratio(window[1], window[0]),
             "before_fail_ratio": _ratio(before[1], before[0]),
             "via_node_share": _ratio(via_node, window[1]),
+            "settle_s": settle,
+            "steady_requests": steady[0],
+            "steady_fail_ratio": _ratio(steady[1], steady[0]),
+            "rps_before": (before_rps_requests / len(before_seconds)
+                           if before_seconds else None),
+            "rps_steady": steady[0] / len(steady_seconds) if steady_seconds else None,
         })
     return faults
 
@@ -524,17 +546,31 @@ def _f_faults(s: Mapping[str, Any]) -> list[Row]:
         when = f"{name} {verb} at {_secs(fault['t'])}"
         until = ("until the end" if fault["until"] is None
                  else f"until it came back at {_secs(fault['until'])}")
-        metric = {k: fault.get(k) for k in ("t", "until", "requests", "failures", "fail_ratio",
-                                             "before_fail_ratio", "via_node_share")}
+        metric = {k: fault.get(k) for k in (
+            "t", "until", "requests", "failures", "fail_ratio", "before_fail_ratio",
+            "via_node_share", "steady_fail_ratio", "rps_before", "rps_steady")}
         if not fault["requests"]:
             out.append(_finding(f"fault:{name}", "info",
                                 f"{when}; no requests were recorded afterwards.", **metric))
             continue
         ratio = fault["fail_ratio"] or 0.0
         before = fault["before_fail_ratio"]
-        text = (f"{when}: {_pct(ratio)} of requests failed from then {until} "
-                f"({_n(fault['failures'])} of {_n(fault['requests'])}"
-                + (f"; {_pct(before)} before" if before is not None else "") + ")")
+        steady = fault.get("steady_fail_ratio")
+        if steady is not None:
+            # Closed-loop users stuck on time-outs send few requests: the share of requests
+            # that failed over the whole window would hide the outage behind the fast
+            # successes of the seconds before it took hold.
+            ratio = max(ratio, steady)
+            text = (f"{when}: from {_secs(fault['settle_s'])} later {until}, "
+                    f"{_pct(steady)} of requests failed"
+                    + (f" ({_pct(before)} before)" if before is not None else ""))
+            if fault.get("rps_before") and fault.get("rps_steady") is not None:
+                text += (f", and throughput fell from {fault['rps_before']:.0f} to "
+                         f"{fault['rps_steady']:.0f} req/s as users waited on time-outs")
+        else:
+            text = (f"{when}: {_pct(ratio)} of requests failed from then {until} "
+                    f"({_n(fault['failures'])} of {_n(fault['requests'])}"
+                    + (f"; {_pct(before)} before" if before is not None else "") + ")")
         # A health check only helps with failures that entered through the dead node; the
         # rest came through live nodes whose kube-proxy still routed to its pods.
         lb_would_help = (kind == "node" and ratio >= 0.001

@@ -272,7 +272,8 @@ def test_node_failure_at_t_reports_the_failed_share_afterwards():
     ratio = finding["metric"]["fail_ratio"]
     assert ratio == pytest.approx(1 / 3, abs=0.01)
     assert finding["text"].startswith(
-        f"node-2 went down at 12 s: {_pct(ratio)} of requests failed from then until the end")
+        f"node-2 went down at 12 s: from 1 s later until the end, {_pct(ratio)} of requests "
+        "failed (0 % before)")
     assert finding["text"].endswith("a LoadBalancer health check would have removed it.")
     assert "0 % before" in finding["text"]
     nodes = {n["name"]: n for n in summary["nodes"]}
@@ -280,6 +281,23 @@ def test_node_failure_at_t_reports_the_failed_share_afterwards():
     assert nodes["node-2"]["last_failure_s"] == 29
     assert "node_availability:node-2" not in by_id(summary)
     assert "went down" in by_id(summary)["loadbalancer"]["text"]
+
+
+def test_node_failure_in_a_closed_loop_reports_the_steady_state():
+    """Users stuck on 2 s time-outs send few requests: the window ratio would say ~1 %."""
+    target = make_target()
+    rows = [(i * 0.001, "node-1", f"pod-{i % 6}", 1.0, None, None) for i in range(10000)]
+    # the fault at 10 s; time-outs complete from 12 s on, 6 per second, until 20 s
+    rows += [(12 + i / 6, "node-1", None, 2000.0, "timeout", None) for i in range(48)]
+    run = {"faults": [{"t": 10, "kind": "node", "name": "node-1", "action": "down"}],
+           "timeout_s": 2.0}
+    fault = summarize(record(target, rows), target, run)["faults"][0]
+    assert fault["steady_fail_ratio"] == 1.0 and fault["settle_s"] == 3.0
+    assert fault["rps_before"] == pytest.approx(1000, rel=0.01)
+    assert fault["rps_steady"] == pytest.approx(6, abs=1)
+    finding = by_id(summarize(record(target, rows), target, run))["fault:node-1"]
+    assert "from 3 s later until the end, 100 % of requests failed" in finding["text"]
+    assert "throughput fell from 1000 to 6 req/s" in finding["text"]
 
 
 def test_node_failure_behind_another_entry_node_is_not_blamed_on_ingress():

@@ -89,6 +89,7 @@ def analysis_run(run: Mapping[str, Any]) -> dict[str, Any]:
         "start": run.get("started"),
         "duration_s": run.get("duration_s"),
         "faults": run.get("faults") or [],
+        "timeout_s": (run.get("options") or {}).get("timeout"),
     }
     return {k: v for k, v in info.items() if v is not None}
 
