@@ -21,7 +21,7 @@ class BareUser(FastHttpUser):
     concurrency = 1
 
     def on_start(self) -> None:
-        self.body = ('{"sender": "user-%d"}' % next(_user_ids)).encode()
+        self.body = f'{{"sender": "user-{next(_user_ids)}"}}'.encode()
         self.request_headers = {"Content-Type": "application/json"}
 
     @task

@@ -215,7 +215,8 @@ def _mark_targets(nodes: list[Node], opts: DiscoveryOptions) -> list[Node]:
             reason = "NotReady"
         elif not node.address:
             reason = "no address"
-        out.append(_replace(node, targeted=not reason, reason=reason))
+        # Nodes are targeted by default: copy only the few that are not (5 000-node lists).
+        out.append(_replace(node, targeted=False, reason=reason) if reason else node)
     return out
 
 

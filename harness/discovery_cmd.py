@@ -85,8 +85,8 @@ def run_discover(args) -> int:
     with target_source(args) as opts:
         target = discover(opts)
     if args.output == "json":
-        json.dump(target.to_dict(), sys.stdout, indent=2)
-        print()
+        # One write: json.dump with indent streams ~280 k small pieces for 5 000 nodes.
+        sys.stdout.write(json.dumps(target.to_dict(), indent=2) + "\n")
     else:
         print(render_table(target))
     for warning in target.warnings:

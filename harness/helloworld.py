@@ -23,6 +23,9 @@ from gevent import pywsgi
 from gevent.lock import BoundedSemaphore
 
 MAX_BODY = 64 * 1024  # bytes; a bigger body is refused with 413 without being read
+IDLE_TIMEOUT_S = 60.0  # the standalone server's default: a client silent this long is dropped
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                     b"Content-Length: 0\r\n\r\n")
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 
 Environ = dict
@@ -62,7 +65,12 @@ class HelloApp:
             return _error(start_response, "500 Internal Server Error", type(err).__name__)
 
     def _message(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        body, problem = _read_body(environ)
+        try:
+            body, problem = _read_body(environ)
+        except TimeoutError:  # a body trickled slower than the idle timeout
+            _forget_rest(environ["wsgi.input"])
+            return _error(start_response, "408 Request Timeout", "request body too slow",
+                          [("Connection", "close")])
         if problem:
             # The rest of the body stays unread: the connection must not be reused.
             return _error(start_response, "413 Content Too Large", problem,
@@ -148,6 +156,13 @@ class HelloHandler(pywsgi.WSGIHandler):
     def log_request(self) -> None:
         pass  # pywsgi formats an access-log line even with log=None; skip the work
 
+    def _handle_client_error(self, ex):
+        # Headers trickled slower than the idle timeout (slowloris): a 408 and close, without
+        # the traceback pywsgi prints for errors it did not expect.
+        if isinstance(ex, TimeoutError):
+            return ("408", _TIMEOUT_RESPONSE)
+        return super()._handle_client_error(ex)
+
     def _write_with_headers(self, data: bytes) -> None:
         # One send for headers and body (pywsgi makes two): one segment on the wire, as a
         # Go or Java server would send, and half the wake-ups for the lab's proxy.
@@ -171,13 +186,18 @@ class HelloServer(pywsgi.WSGIServer):
 
     handler_class = HelloHandler
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, idle_timeout: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.connections: dict = {}  # socket -> the greenlet serving it
+        # Seconds a connection may stay silent (before or within a request) before it is
+        # dropped: slow or stuck clients (slowloris) cannot hold descriptors forever.
+        self.idle_timeout = idle_timeout
 
     def handle(self, sock, address):
         # Without TCP_NODELAY small responses wait for delayed ACKs: ~44 ms per request.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.idle_timeout:
+            sock.settimeout(self.idle_timeout)
         self._serve(sock, address)
 
     def _serve(self, sock, address) -> None:
@@ -223,9 +243,11 @@ def make_app(pod: str, node: str, service_ms: float = 0, concurrency: int = 0) -
     return HelloApp(pod, node, service_ms=service_ms, concurrency=concurrency)
 
 
-def serve(app: HelloApp, host: str, port: int) -> HelloServer:
+def serve(app: HelloApp, host: str, port: int,
+          idle_timeout: float | None = None) -> HelloServer:
     """Start serving ``app`` on host:port in the current gevent hub; returns the server."""
-    server = HelloServer((host, port), app, log=None, error_log=None)
+    server = HelloServer((host, port), app, log=None, error_log=None,
+                         idle_timeout=idle_timeout)
     server.start()
     return server
 
@@ -241,17 +263,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="time each /api/messages request takes, in ms (default 0)")
     parser.add_argument("--concurrency", type=int, default=0,
                         help="requests in service at once; the rest queue (0: no cap)")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
+                        help="drop a connection silent this many seconds, within a request "
+                             "or between keep-alive requests (default %(default)s; 0: never)")
     parser.add_argument("--pod-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
                         help="pod name reported (default $POD_NAME or the hostname)")
     parser.add_argument("--node-name",
                         default=os.environ.get("NODE_NAME") or socket.gethostname(),
                         help="node name reported (default $NODE_NAME or the hostname)")
     args = parser.parse_args(argv)
-    if args.service_ms < 0 or args.concurrency < 0:
-        parser.error("--service-ms and --concurrency must not be negative")
+    if args.service_ms < 0 or args.concurrency < 0 or args.idle_timeout < 0:
+        parser.error("--service-ms, --concurrency and --idle-timeout must not be negative")
     app = make_app(args.pod_name, args.node_name, args.service_ms, args.concurrency)
     try:
-        server = serve(app, args.host, args.port)
+        server = serve(app, args.host, args.port, idle_timeout=args.idle_timeout or None)
     except OSError as err:
         print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}; "
               "choose another --port or --host", file=sys.stderr)

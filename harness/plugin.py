@@ -4,15 +4,20 @@ Everything hangs off Locust's events; one `HarnessRun` per environment carries t
 Distributed runs: workers send recorder deltas with `report_to_master`, and at stop the
 master asks every worker to stop its users gracefully and send a final delta
 (`nodeport_stop` / `nodeport_final`) before it writes anything: Locust's own `quit()` only
-waits 0.5 s for workers' last stats, which loses requests still in flight.
+waits 0.5 s for workers' last stats, which loses requests still in flight. A worker that
+went missing (killed) is not waited for: run.json's `partial` and `workers` say whose data
+ends when, and the run exits 1. Ctrl-C / SIGTERM mid-run stop the users gracefully, write
+the reports marked partial and exit 130 / 143.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +26,7 @@ from typing import Any
 
 import gevent
 from locust import events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from harness import __version__
 from harness.discovery_cmd import target_source
@@ -53,6 +58,9 @@ class HarnessRun:
     workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
     finals: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)
+    stopping: float | None = None  # when the master began collecting the workers' finals
+    lost_workers: bool = False  # some worker's data ends early (run.partial says which)
+    final_sent: bool = False  # (worker) its final delta went to the master
     extra: dict[str, Any] = field(default_factory=dict)  # merged into run.json (e.g. steps)
 
     @property
@@ -91,12 +99,17 @@ def on_init(environment, **_kwargs) -> None:
     if options is None:  # Environment built by hand (library use): nothing to wire.
         return
     _validate(options)
+    _ctrl_c_in_main_greenlet()
+    # Quitting listeners fire last-registered first: added now, after the runner's own (a
+    # master's stops the run and a worker's says goodbye), this one still sees the run going.
+    environment.events.quitting.add_listener(_before_runner_quits)
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(STOP_MSG, _worker_stop, concurrent=True)
         return
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _master_final)
+    _check_report_dir(options.report_dir)
     _discover(run, options)
     if environment.web_ui is not None:
         from harness import webui
@@ -107,7 +120,31 @@ def on_init(environment, **_kwargs) -> None:
         environment.stop_timeout = float(options.timeout) + 2.0
 
 
+def _ctrl_c_in_main_greenlet() -> None:
+    """Deliver Ctrl-C as Locust expects it (KeyboardInterrupt in its main greenlet, which then
+    shuts down and fires `quitting`) and nowhere else.
+
+    Python raises KeyboardInterrupt in whatever code runs when SIGINT lands: often a user
+    greenlet in the middle of a request, which dies with a traceback and its request
+    unrecorded. Through the hub the signal waits for the running greenlet to yield.
+    """
+    hub = gevent.get_hub()
+
+    def interrupt() -> None:
+        hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)
+
+    with contextlib.suppress(ValueError, AttributeError):  # not the main thread: leave it
+        gevent.signal_handler(signal.SIGINT, interrupt)
+
+
 def _validate(options) -> None:
+    # Locust itself accepts these and fails later with a traceback in its spawner.
+    users = getattr(options, "num_users", None)
+    if users is not None and users < 0:
+        raise_usage(f"-u/--users must not be negative, got {users}")
+    rate = getattr(options, "spawn_rate", None)
+    if rate is not None and rate <= 0:
+        raise_usage(f"-r/--spawn-rate must be positive, got {rate}")
     if options.timeout <= 0:
         raise_usage(f"--timeout must be positive, got {options.timeout}")
     for name in ("max_fail_ratio", "min_fairness", "max_node_share"):
@@ -126,8 +163,18 @@ def _validate(options) -> None:
 
 
 def raise_usage(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def _check_report_dir(report_dir: str) -> None:
+    """Fail before the run, not after it, when the reports could not be written."""
+    from harness.report.files import check_writable
+
+    try:
+        check_writable(report_dir)
+    except HarnessError as err:
+        raise_usage(str(err))
 
 
 def _discover(run: HarnessRun, options) -> None:
@@ -138,6 +185,7 @@ def _discover(run: HarnessRun, options) -> None:
         from harness.discovery import discover
 
         target = discover(opts)
+        _check_entry(target, options)
     except HarnessError as err:
         _close_lab(run)
         raise_usage(str(err))
@@ -155,6 +203,14 @@ def _discover(run: HarnessRun, options) -> None:
     log.info("target: %s/%s nodePort %s on %d node(s), %d endpoint(s)",
              target.service.namespace, target.service.name, target.service.node_port,
              len(nodes), len(target.endpoints))
+
+
+def _check_entry(target: Target, options) -> None:
+    """--entry lb without a LoadBalancer, --node NAME that is not a node: say so now, not as
+    a traceback in Locust's spawner for every user."""
+    from harness.traffic import entry_plan
+
+    entry_plan(target, options.entry, 0, options.node or None)
 
 
 def _close_lab(run: HarnessRun) -> None:
@@ -188,14 +244,30 @@ def on_test_start(environment, **_kwargs) -> None:
     )
     run.started, run.stopped, run.partial = time.time(), None, None
     run.finals, run.workers, run.outputs = set(), {}, {}
+    run.stopping, run.lost_workers, run.final_sent = None, False, False
     run.run_id = options.run_id or time.strftime("run-%Y%m%d-%H%M%S")
     run.run_dir = Path(options.report_dir) / run.run_id
     run.faults = []
     run.extra = {}
+    if run.role == "master":
+        # Known from the start: a worker that dies before its first report is still named.
+        for client in environment.runner.clients.all:
+            _worker_info(run, client.id)
     if run.role != "worker":
         _schedule_faults(run, options)
         if options.progress:
             gevent.spawn(_progress, run)
+
+
+def _worker_info(run: HarnessRun, client_id: str) -> dict:
+    runner = run.environment.runner
+    info = run.workers.get(client_id)
+    if info is None:
+        info = run.workers[client_id] = {"reports": 0}
+        index = getattr(runner, "get_worker_index", None)
+        with contextlib.suppress(Exception):
+            info["index"] = index(client_id) if index else None
+    return info
 
 
 @events.report_to_master.add_listener
@@ -212,7 +284,7 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
     if spread is None or run is None or run.recorder is None:
         return
     run.recorder.merge(spread)
-    info = run.workers.setdefault(client_id, {"reports": 0})
+    info = _worker_info(run, client_id)
     info["reports"] += 1
     info["last_report"] = time.time()
 
@@ -233,8 +305,15 @@ def _run_of(_data) -> HarnessRun | None:
 
 def _worker_stop(environment, msg, **_kwargs) -> None:
     """Master asked for a graceful stop: finish in-flight requests, send the final delta."""
+    _send_final(environment)
+
+
+def _send_final(environment) -> None:
     run: HarnessRun = environment.nodeport_run
     runner = environment.runner
+    if run.final_sent:
+        return
+    run.final_sent = True
     if runner.user_greenlets:
         runner.stop()
     final = None
@@ -250,8 +329,7 @@ def _master_final(environment, msg, **_kwargs) -> None:
     if run.recorder is not None and data.get("spread"):
         run.recorder.merge(data["spread"])
     run.finals.add(msg.node_id)
-    info = run.workers.setdefault(msg.node_id, {"reports": 0})
-    info["final"] = time.time()
+    _worker_info(run, msg.node_id)["final"] = time.time()
 
 
 @events.test_stopping.add_listener
@@ -260,16 +338,52 @@ def on_test_stopping(environment, **_kwargs) -> None:
     runner = environment.runner
     if not isinstance(runner, MasterRunner) or run.recorder is None:
         return
-    expected = [c.id for c in runner.clients.all]
-    for client_id in expected:
-        runner.send_message(STOP_MSG, None, client_id=client_id)
+    for client in runner.clients.all:
+        _worker_info(run, client.id)
+        if client.state != STATE_MISSING and client.id not in run.finals:
+            runner.send_message(STOP_MSG, None, client_id=client.id)
+    # Wait for the workers that are alive; one that went missing (killed, network gone)
+    # never answers, and waiting for it would only delay the reports.
+    run.stopping = time.time()
     deadline = time.time() + (environment.stop_timeout or 0) + 10
-    while time.time() < deadline and not set(expected) <= run.finals:
+    while time.time() < deadline and _awaited(run, runner):
         gevent.sleep(0.05)
-    missing = sorted(set(expected) - run.finals)
-    lost = [w for w in run.workers if w not in expected and w not in run.finals]
-    if missing or lost:
-        run.partial = "workers without a final report: " + ", ".join(missing + lost)
+    _note_lost_workers(run, runner)
+
+
+def _awaited(run: HarnessRun, runner) -> list[str]:
+    return [c.id for c in runner.clients.all
+            if c.state != STATE_MISSING and c.id not in run.finals]
+
+
+def _note_lost_workers(run: HarnessRun, runner) -> None:
+    """Say in run.json which worker's data ends early, and when."""
+    states = {c.id: c.state for c in runner.clients.all}
+    started = run.started or time.time()
+    lost = []
+    by_index = sorted(run.workers.items(), key=lambda kv: (kv[1].get("index") is None,
+                                                            kv[1].get("index") or 0, kv[0]))
+    for client_id, info in by_index:
+        if client_id in run.finals:
+            info["state"] = "complete"
+            if info["final"] < (run.stopping or time.time()) - 1:  # stopped on its own (SIGTERM)
+                info["left_at_s"] = round(info["final"] - started, 1)
+            continue
+        state = states.get(client_id)
+        info["state"] = "missing" if state in (STATE_MISSING, None) else "no final report"
+        last = info.get("last_report")
+        info["data_until_s"] = round(last - started, 1) if last else 0.0
+        name = f"worker {info['index']} ({client_id})" if info.get("index") is not None \
+            else f"worker {client_id}"
+        if last:
+            lost.append(f"{name} {info['state']}: its data ends at {info['data_until_s']} s "
+                        f"(last of {info['reports']} reports)")
+        else:
+            lost.append(f"{name} {info['state']}: it sent no data")
+    if lost:
+        what = "; ".join(lost)
+        run.partial = f"{run.partial}; {what}" if run.partial else what
+        run.lost_workers = True
 
 
 @events.test_stop.add_listener
@@ -282,8 +396,32 @@ def on_test_stop(environment, **_kwargs) -> None:
     try:
         write_outputs(run)
     except HarnessError as err:
-        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr, flush=True)
         environment.process_exit_code = 2
+        return
+    if run.lost_workers:
+        print(f"warning: partial run: {run.partial}", file=sys.stderr, flush=True)
+        _raise_exit_code(environment, 1)
+
+
+def _raise_exit_code(environment, code: int) -> None:
+    if (environment.process_exit_code or 0) < code:
+        environment.process_exit_code = code
+
+
+def _before_runner_quits(environment, **_kwargs) -> None:
+    """Ctrl-C or SIGTERM while the run is going (Locust fires `quitting` first)."""
+    run: HarnessRun | None = getattr(environment, "nodeport_run", None)
+    if run is None or run.recorder is None:
+        return
+    if run.role == "worker":
+        # A worker stopped on its own (a pod evicted, a laptop closed): hand the master what
+        # it recorded since its last report instead of losing it.
+        if getattr(environment.runner, "state", None) not in (None, "stopped", "ready"):
+            with contextlib.suppress(Exception):
+                _send_final(environment)
+    elif run.stopped is None:
+        _interrupted(environment, run)
 
 
 @events.quitting.add_listener
@@ -291,10 +429,29 @@ def on_quitting(environment, **_kwargs) -> None:
     run: HarnessRun | None = getattr(environment, "nodeport_run", None)
     if run is None:
         return
-    if run.recorder is not None and run.stopped is None and run.role != "worker":
-        run.partial = run.partial or "stopped before the run ended"
-        on_test_stop(environment)
+    _before_runner_quits(environment)  # (already done, unless init never ran)
     _close_lab(run)
+
+
+def _interrupted(environment, run: HarnessRun) -> None:
+    """Ctrl-C or SIGTERM mid-run: stop the users (requests in flight finish, bounded by the
+    stop timeout), write the reports marked partial, exit non-zero."""
+    # Locust calls shutdown() from the main greenlet after Ctrl-C's KeyboardInterrupt and
+    # from a signal greenlet for SIGTERM: the only way to tell them apart from an event.
+    main = gevent.getcurrent().parent is None
+    code, how = (130, "interrupted (Ctrl-C)") if main else (143, "terminated (SIGTERM)")
+    elapsed = time.time() - (run.started or time.time())
+    planned = getattr(run.environment.parsed_options, "run_time", None)
+    text = f"{how} after {elapsed:.1f} s" + (f" of {planned} s" if planned else "")
+    run.partial = f"{text}; {run.partial}" if run.partial else text
+    runner = environment.runner
+    with contextlib.suppress(Exception):  # the reports matter more than a clean stop
+        runner.stop()
+    if run.stopped is None:
+        on_test_stop(environment)
+    if run.stopped is not None and run.outputs:
+        print(f"{how}: reports are partial: {run.run_dir}", file=sys.stderr, flush=True)
+    _raise_exit_code(environment, code)
 
 
 # -- faults (lab only) -------------------------------------------------------------------
@@ -370,15 +527,33 @@ def _progress(run: HarnessRun) -> None:
 
 
 def write_outputs(run: HarnessRun) -> None:
-    from harness.report.files import write_json_atomic
+    from harness.errors import ReportError
 
     env, options = run.environment, run.environment.parsed_options
-    run_dir = run.run_dir
     spread = run.recorder.to_dict()
     info = run_info(run)
-    write_json_atomic(run_dir / "target.json", run.target.to_dict())
-    write_json_atomic(run_dir / "spread.json", spread, compact=True)
-    write_json_atomic(run_dir / "run.json", info)
+    try:
+        _save_data(run.run_dir, run, spread, info)
+    except ReportError as err:
+        # The folder went away or filled up during the run: the data must not be lost.
+        import tempfile
+
+        try:
+            fallback = Path(tempfile.mkdtemp(prefix=f"nodeport-harness-{run.run_id}-"))
+            _save_data(fallback, run, spread, info)
+        except (OSError, ReportError):
+            raise ReportError(f"{err}; no temporary folder could be written either: "
+                              "the run's data is lost") from None
+        run.run_dir = fallback
+        run.outputs = {"run_dir": str(fallback)}
+        with contextlib.suppress(HarnessError):
+            from harness.report.build import build_report
+
+            build_report(fallback, plotlyjs=options.plotlyjs)
+        print_summary(run, spread)
+        raise ReportError(f"{err}; the run's data and reports were saved in {fallback} "
+                          "instead (move them where you want them)") from None
+    run_dir = run.run_dir
     run.outputs = {"run_dir": str(run_dir)}
     try:
         from harness.report.build import build_report
@@ -396,6 +571,15 @@ def write_outputs(run: HarnessRun) -> None:
                 mark = "ok      " if t.get("passed") else "BREACHED"
                 print(f"threshold {mark} {t['text']}", file=sys.stderr)
     print_summary(run, spread)
+
+
+def _save_data(run_dir: Path, run: HarnessRun, spread: dict, info: dict) -> None:
+    """The run's data (everything a report is rebuilt from), each file atomically."""
+    from harness.report.files import write_json_atomic
+
+    write_json_atomic(run_dir / "target.json", run.target.to_dict())
+    write_json_atomic(run_dir / "spread.json", spread, compact=True)
+    write_json_atomic(run_dir / "run.json", info)
 
 
 def run_info(run: HarnessRun) -> dict:

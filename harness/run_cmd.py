@@ -2,12 +2,15 @@
 
 It validates the options, then runs `python -m locust -f harness/locustfile.py --headless`
 in a child process (Locust patches its process with gevent; this one stays plain) and
-passes its exit code through: 0 ok, 1 failures or a breached threshold, 2 usage error.
+passes its exit code through: 0 ok, 1 failures, a breached threshold or a lost worker, 2 usage
+error (or reports that could not be written where asked), 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM); an interrupted run still writes its reports, marked partial.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -56,6 +59,9 @@ def validate(args) -> None:
         raise HarnessError(f"--timeout must be positive, got {args.timeout}")
     if args.locustfile and not Path(args.locustfile).is_file():
         raise HarnessError(f"--locustfile {args.locustfile} does not exist")
+    from harness.report.files import check_writable
+
+    check_writable(args.report_dir)
 
 
 def parse_duration(text: str) -> float:
@@ -103,26 +109,37 @@ def run(args, quiet: bool = False) -> int:
     typed = os.environ.get("NODEPORT_HARNESS_COMMAND") or shlex.join(
         ["nodeport-harness", *sys.argv[1:]])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NODEPORT_HARNESS_COMMAND": typed}
-    child = subprocess.Popen(argv, env=env,
+    # Its own process group, so a Ctrl-C reaches Locust exactly once, from us: a second
+    # SIGINT straight from the terminal would break into the writing of its reports. Its
+    # stdin is not the terminal (a background group touching it would be stopped).
+    child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                              stdout=out, stderr=subprocess.STDOUT if out else None)
 
     def forward(signum, _frame):
-        child.send_signal(signum)
+        # SIGHUP (terminal closed) becomes SIGTERM: Locust writes its reports and exits.
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    interrupted = False
     try:
         while True:
             try:
                 code = child.wait()
                 break
             except KeyboardInterrupt:
-                # The child got the same Ctrl-C from the terminal; wait for its reports.
-                continue
+                # Locust stops its users, writes reports marked partial and exits 130.
+                interrupted = True
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if out is not None:
             out.close()
     if quiet:
+        if interrupted:
+            raise KeyboardInterrupt  # a caller running many (the demo) stops too
         if code not in (0, 1):
             tail = (run_dir / "locust.log").read_text(errors="replace").strip().splitlines()
             print(f"run {args.run_id} exited {code}: {tail[-1] if tail else ''}",

@@ -341,19 +341,22 @@ class _HandedSocket(gsocket.socket):
     def recv_into(self, buffer, nbytes=0, flags=0):  # type: ignore[override]
         while True:
             count = super().recv_into(buffer, nbytes, flags)
+            if count and self.hop_s:
+                gevent.sleep(self.hop_s)
+            # Stalled: what the client sends goes nowhere, until it hangs up. Checked after
+            # the hop too: a chunk still crossing when its entry node went down is lost with
+            # it (else the pod would serve, and count, a request whose reply is dropped).
             if not self.stalled or not count:
-                break  # stalled: what the client sends goes nowhere, until it hangs up
-        if count and self.hop_s:
-            gevent.sleep(self.hop_s)
+                break
         return count
 
     def recv(self, bufsize, flags=0):  # type: ignore[override]
         while True:
             data = super().recv(bufsize, flags)
+            if data and self.hop_s:
+                gevent.sleep(self.hop_s)
             if not self.stalled or not data:
                 break
-        if data and self.hop_s:
-            gevent.sleep(self.hop_s)
         return data
 
     def sendall(self, data, flags=0):  # type: ignore[override]

@@ -4,7 +4,8 @@ Writes, each atomically: ``summary.json`` (the analysis summary, schema
 ``nodeport-harness/summary/v1``, plus ``run_id``, ``generated``, ``harness_version`` and
 ``thresholds``: the results of the limits the run was started with), ``nodes.csv``,
 ``pods.csv``, ``timeseries.csv`` (per second per entry node), ``junit.xml``, ``summary.md``
-and ``index.html``.
+and ``index.html``. Capacity runs (run.json has ``capacity``) also get ``capacity.json``,
+``steps.csv`` and ``capacity.html`` (see report/capacity.py), linked from summary.md.
 """
 
 from __future__ import annotations
@@ -50,7 +51,17 @@ def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any
     write("timeseries.csv", tables.to_csv(
         (row for rows in series.values() for row in rows), tables.SERIES_FIELDS))
     write("junit.xml", junit_xml(summary, thresholds, data.run, data.run_id))
-    write("summary.md", summary_markdown(view))
+    markdown = summary_markdown(view)
+    # -- capacity runs (`nodeport-harness capacity`): their own page, linked from summary.md
+    capacity = None
+    if data.run.get("capacity"):
+        from harness.report.capacity import build_capacity
+
+        capacity = build_capacity(data, plotlyjs=plotlyjs)
+        files.update(capacity["files"])
+        markdown += capacity["markdown"]
+    # -- end of the capacity block
+    write("summary.md", markdown)
     document = {**summary, "run_id": data.run_id, "generated": view["generated"],
                 "harness_version": __version__, "thresholds": thresholds}
     # Compact: a long run's timeline makes it megabytes, and json's C encoder only runs
@@ -63,7 +74,10 @@ def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any
     write("index.html", render("report.html.j2", {
         **view, "plotly": loader, "figures": figures_json(figures), "charts": set(figures),
     }))
-    return {"summary": summary, "thresholds": thresholds, "files": files}
+    result = {"summary": summary, "thresholds": thresholds, "files": files}
+    if capacity:
+        result["capacity"] = capacity["result"]
+    return result
 
 
 def analyse(data: RunData) -> dict[str, Any]:

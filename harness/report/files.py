@@ -46,3 +46,16 @@ def write_json_atomic(path: Path | str, data: Any, compact: bool = False) -> Pat
         return write_text_atomic(path, json.dumps(data, separators=(",", ":")) + "\n")
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
+
+def check_writable(folder: Path | str) -> None:
+    """ReportError unless run folders can be made in `folder`; creates nothing (a run that
+    fails later on bad input leaves no empty folder behind)."""
+    path = Path(folder).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    hint = "choose a writable folder with --report-dir"
+    if not probe.is_dir():
+        raise ReportError(f"cannot write reports into {folder}: {probe} is not a folder; {hint}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ReportError(f"cannot write reports into {folder}: {probe} is not writable; {hint}")

@@ -32,6 +32,8 @@ def summary_markdown(view: Mapping[str, Any]) -> str:
         "",
         f"**{md(view['headline'])}**",
         "",
+        *([f"> ⚠ **partial**: this run is partial: {md(view['partial'])}. Totals may miss "
+           "requests.", ""] if view.get("partial") else []),
         "### Findings",
         "",
         *(f"- {ICONS.get(f['severity'], '')} **{f['severity']}**: {md(f['text'])}"

@@ -1,0 +1,90 @@
+"""Helpers for the hostile-conditions tests: real runs as subprocesses against the lab.
+
+Everything is loopback and bounded: every subprocess has a timeout, every wait a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = str(ROOT / "locustfile.py")
+
+
+def harness_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", *args]
+
+
+def locust_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args]
+
+
+def run(cmd: list[str], timeout: float = 90, env: dict | None = None,
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdin=subprocess.DEVNULL)
+
+
+def load(run_dir: Path, name: str) -> dict[str, Any]:
+    return json.loads((run_dir / name).read_text())
+
+
+def pod_successes(spread: dict) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for entry in spread["entry_nodes"].values():
+        for pod, count in entry["pods"].items():
+            out[pod] = out.get(pod, 0) + count
+    return out
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {p: after[p] - before.get(p, 0) for p in after if after[p] - before.get(p, 0)}
+
+
+def wait_for_traffic(lab, before: dict[str, int], proc: subprocess.Popen | None = None,
+                     deadline_s: float = 30.0) -> float:
+    """Block until the lab's pods served something new; returns when (time.time())."""
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended before any traffic: {proc.stderr.read()[-2000:]}")
+        if sum(lab.stats().values()) > sum(before.values()):
+            return time.time()
+        time.sleep(0.1)
+    raise AssertionError("no traffic reached the lab")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Clean up a process this test started (and only that one)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str,
+                          *, exact: bool = True) -> str:
+    """Exit 2, one `error:` line naming the problem, no traceback. `exact`: nothing else at all
+    on stderr (else: Locust's own INFO log lines may surround it)."""
+    err = proc.stderr
+    assert proc.returncode == 2, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("error:")]
+    assert len(ours) == 1, err[-3000:]
+    if exact:
+        assert lines == ours, err[-3000:]
+    assert fragment in ours[0], (fragment, ours[0])
+    return ours[0]
