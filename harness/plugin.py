@@ -61,6 +61,7 @@ class HarnessRun:
     stopping: float | None = None  # when the master began collecting the workers' finals
     lost_workers: bool = False  # some worker's data ends early (run.partial says which)
     final_sent: bool = False  # (worker) its final delta went to the master
+    interrupted: str | None = None  # "interrupted (Ctrl-C)" / "terminated (SIGTERM)"
     extra: dict[str, Any] = field(default_factory=dict)  # merged into run.json (e.g. steps)
 
     @property
@@ -245,6 +246,7 @@ def on_test_start(environment, **_kwargs) -> None:
     run.started, run.stopped, run.partial = time.time(), None, None
     run.finals, run.workers, run.outputs = set(), {}, {}
     run.stopping, run.lost_workers, run.final_sent = None, False, False
+    run.interrupted = None
     run.run_id = options.run_id or time.strftime("run-%Y%m%d-%H%M%S")
     run.run_dir = Path(options.report_dir) / run.run_id
     run.faults = []
@@ -402,6 +404,9 @@ def on_test_stop(environment, **_kwargs) -> None:
     if run.lost_workers:
         print(f"warning: partial run: {run.partial}", file=sys.stderr, flush=True)
         _raise_exit_code(environment, 1)
+    if run.interrupted:
+        print(f"{run.interrupted}: reports are partial: {run.run_dir}", file=sys.stderr,
+              flush=True)
 
 
 def _raise_exit_code(environment, code: int) -> None:
@@ -420,7 +425,7 @@ def _before_runner_quits(environment, **_kwargs) -> None:
         if getattr(environment.runner, "state", None) not in (None, "stopped", "ready"):
             with contextlib.suppress(Exception):
                 _send_final(environment)
-    elif run.stopped is None:
+    elif run.stopped is None and run.interrupted is None:
         _interrupted(environment, run)
 
 
@@ -430,6 +435,8 @@ def on_quitting(environment, **_kwargs) -> None:
     if run is None:
         return
     _before_runner_quits(environment)  # (already done, unless init never ran)
+    if run.recorder is not None and run.role != "worker" and run.stopped is None:
+        on_test_stop(environment)  # the runner did not stop the run: write what there is
     _close_lab(run)
 
 
@@ -444,14 +451,17 @@ def _interrupted(environment, run: HarnessRun) -> None:
     planned = getattr(run.environment.parsed_options, "run_time", None)
     text = f"{how} after {elapsed:.1f} s" + (f" of {planned} s" if planned else "")
     run.partial = f"{text}; {run.partial}" if run.partial else text
-    runner = environment.runner
+    run.interrupted = how
+    _raise_exit_code(environment, code)
+    if run.role == "master":
+        # The master's own quitting listener comes next: its stop fires test_stopping (the
+        # workers' finals) and test_stop (the reports), then it tells the workers to quit.
+        # Stopping here instead would unregister the workers and leave them running.
+        return
     with contextlib.suppress(Exception):  # the reports matter more than a clean stop
-        runner.stop()
+        environment.runner.stop()
     if run.stopped is None:
         on_test_stop(environment)
-    if run.stopped is not None and run.outputs:
-        print(f"{how}: reports are partial: {run.run_dir}", file=sys.stderr, flush=True)
-    _raise_exit_code(environment, code)
 
 
 # -- faults (lab only) -------------------------------------------------------------------

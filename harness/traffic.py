@@ -124,7 +124,10 @@ class NodePortUser(FastHttpUser):
         self.headers = {"Content-Type": "application/json"} if self.body else {}
         self.names = {label: f"{self.path} @{label}" for label, _ in self.plan}
         self.extract = self.harness.extractor
-        self.generation = dict.fromkeys(self.names, 0)
+        # One key per client session, built once (not a tuple per request on the hot path).
+        self.sessions = {label: (self.user_index, label, 0) for label in self.names}
+        # The plan with its Locust row names and full URLs resolved up front.
+        self.steps = [(label, base + self.path, self.names[label]) for label, base in self.plan]
         self.step = 0
 
     def _render_body(self, template: str | None) -> bytes | None:
@@ -135,14 +138,13 @@ class NodePortUser(FastHttpUser):
     @task
     def send(self) -> None:
         if self.pick_random:
-            label, base = random.choice(self.plan)
+            label, url, name = random.choice(self.steps)
         else:
-            label, base = self.plan[self.step % len(self.plan)]
+            label, url, name = self.steps[self.step % len(self.steps)]
             self.step += 1
         start = time.perf_counter()
         response = self.client.request(
-            self.method, base + self.path, data=self.body, headers=self.headers,
-            name=self.names[label],
+            self.method, url, data=self.body, headers=self.headers, name=name,
         )
         latency_ms = (time.perf_counter() - start) * 1000.0
         failure = classify_failure(response)
@@ -155,12 +157,12 @@ class NodePortUser(FastHttpUser):
         # A "client session": one keep-alive connection, or (close mode) one user's series
         # of new connections to the same entry. Pods per session shows kube-proxy's
         # per-connection balancing: 1 with keep-alive, many with a new connection each time.
-        connection = (self.user_index, label, self.generation[label])
+        connection = self.sessions[label]
         recorder = self.harness.recorder
         recorder.record(label, pod, latency_ms, failure, connection)
         if failure is not None and not self.close_each:
             # geventhttpclient drops a connection after an error: the next one is new.
             recorder.end_connection(connection)
-            self.generation[label] += 1
+            self.sessions[label] = (self.user_index, label, connection[2] + 1)
         if self.close_each:
             self.client.client.clientpool.close()

