@@ -127,7 +127,11 @@ def test_local_policy_no_hops_and_empty_node_drops(demo):
             served[pod] = served.get(pod, 0) + count
     on1 = [served.get(p, 0) for p, n in pods.items() if n == "node-1"]
     on2 = [served.get(p, 0) for p, n in pods.items() if n == "node-2"]
-    assert max(on1) < min(on2)
+    # Round-robin sends node-1 and node-2 the same number of requests; Local keeps each
+    # node's share on its own pods: 3 pods split what 2 pods split on node-2.
+    total1, total2 = sum(on1), sum(on2)
+    assert abs(total1 - total2) <= demo["data"]["users"] * 2, (on1, on2)
+    assert total1 / len(on1) < total2 / len(on2), (on1, on2)
 
 
 def test_every_request_reconciles_with_the_pods(demo):
