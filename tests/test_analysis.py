@@ -9,7 +9,6 @@ import pytest
 
 from harness.analysis import (
     SUMMARY_SCHEMA,
-    _pct,
     chi_square_uniform,
     coefficient_of_variation,
     evaluate_thresholds,
@@ -17,6 +16,7 @@ from harness.analysis import (
     find_knee,
     jain_index,
     max_min_ratio,
+    pct,
     plan_capacity,
     summarize,
 )
@@ -150,7 +150,7 @@ def test_cross_node_latency_cost():
     assert cross["enough_samples"]
     assert cross["cost_ms"]["p50"] == pytest.approx(0.5, rel=0.02)
     finding = by_id(summary)["cross_node"]
-    assert finding["text"].startswith(f"{_pct(cross['share'])} of requests crossed nodes, "
+    assert finding["text"].startswith(f"{pct(cross['share'])} of requests crossed nodes, "
                                       "adding 0.49 ms at p50")
 
 
@@ -272,7 +272,7 @@ def test_node_failure_at_t_reports_the_failed_share_afterwards():
     ratio = finding["metric"]["fail_ratio"]
     assert ratio == pytest.approx(1 / 3, abs=0.01)
     assert finding["text"].startswith(
-        f"node-2 went down at 12 s: from 1 s later until the end, {_pct(ratio)} of requests "
+        f"node-2 went down at 12 s: from 1 s later until the end, {pct(ratio)} of requests "
         "failed (0 % before)")
     assert finding["text"].endswith("a LoadBalancer health check would have removed it.")
     assert "0 % before" in finding["text"]

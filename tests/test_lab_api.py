@@ -18,13 +18,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from harness.lab.apiserver import (
-    human_duration,
-    json_patch,
-    labels_match,
-    parse_label_selector,
-    strategic_merge,
-)
+from harness.lab.apiobjects import human_duration
+from harness.lab.patching import json_patch, strategic_merge
+from harness.lab.selectors import labels_match, parse_label_selector
 
 NS = "default"
 

@@ -1,0 +1,473 @@
+"""Findings: the plain sentences (with their numbers and a severity) a summary reads as.
+
+Pure: from `analysis.summarize`'s dict; no I/O. The formatting helpers live here too so
+every sentence, here or in the capacity reasoning, writes numbers the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SEVERITIES = ("critical", "warning", "info", "ok")
+FAULT_ACTIONS = {"down": "went down", "kill": "was killed", "killed": "was killed",
+                 "delete": "was deleted"}
+
+Row = dict[str, Any]
+
+
+def fraction(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def build_findings(summary: Mapping[str, Any]) -> list[Row]:
+    """Plain-sentence findings, most severe first; the LoadBalancer one closes the list."""
+    findings: list[Row] = []
+    for check in (_f_failures, _f_ingress, _f_faults, _f_node_availability, _f_local_policy,
+                  _f_fairness, _f_zero_pods, _f_unknown_pods, _f_keepalive, _f_cross_node,
+                  _f_snat, _f_latency):
+        findings.extend(check(summary))
+    findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
+    findings.extend(_f_loadbalancer(summary, findings))
+    return findings
+
+
+def _finding(id_: str, severity: str, text: str, **metric: Any) -> Row:
+    return {"id": id_, "severity": severity, "text": text, "metric": metric}
+
+
+def _f_failures(s: Mapping[str, Any]) -> list[Row]:
+    total, failures = s["totals"]["requests"], s["failures"]
+    if not total:
+        return [_finding("no_traffic", "critical", "No request was recorded.", requests=0)]
+    ratio = failures["ratio"] or 0.0
+    if not failures["total"]:
+        return [_finding("failures", "ok", f"No request failed (0 of {number(total)}).",
+                         failures=0, requests=total, fail_ratio=0.0)]
+    kinds = ", ".join(f"{k} {number(v)}" for k, v in failures["by_kind"].items())
+    by_node = sorted(((sum(k.values()), n) for n, k in failures["by_node"].items()), reverse=True)
+    worst_count, worst = by_node[0]
+    text = (f"{pct(ratio)} of requests failed ({number(failures['total'])} of {number(total)}): "
+            f"{kinds}")
+    if len(by_node) > 1:
+        text += f"; {pct(worst_count / failures['total'])} of them entered through {worst}"
+    severity = "critical" if ratio >= 0.05 else "warning" if ratio >= 0.001 else "info"
+    return [_finding("failures", severity, text + ".", failures=failures["total"],
+                     requests=total, fail_ratio=ratio, by_kind=failures["by_kind"],
+                     worst_node=worst)]
+
+
+def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
+    nodes = [n for n in s["nodes"] if n["is_node"]]
+    entered = [n for n in nodes if n["requests"]]
+    total = sum(n["requests"] for n in entered)
+    if s["run"]["entry_strategy"] == "lb" or not total:
+        return []
+    targeted = [n for n in nodes if n["targeted"]] or nodes
+    pods_total = sum(n["pods"] for n in nodes)
+    top = max(entered, key=lambda n: n["requests"])
+    share = top["requests"] / total
+    metric = {"node": top["name"], "share": share, "nodes": len(targeted),
+              "entry_nodes": len(entered)}
+    if len(targeted) <= 1:
+        return [_finding("ingress_concentration", "info",
+                         f"The cluster has one node ({top['name']}): it is a single point of "
+                         "failure whatever the Service type.", **metric)]
+    if len(entered) == 1:
+        elsewhere = pods_total - top["pods"]
+        tail = (f", though {elsewhere} of {pods_total} pods run elsewhere" if elsewhere
+                else f" (it also runs all {pods_total} pods)" if pods_total else "")
+        return [_finding(
+            "ingress_concentration", "critical",
+            f"All ingress entered through {top['name']} ({pct(share)}): if {top['name']} "
+            f"fails, every client fails{tail}.", pods_elsewhere=elsewhere, **metric)]
+    even = 1.0 / len(targeted)
+    unused = [n["name"] for n in targeted if not n["requests"]]
+    if share > max(1.5 * even, 0.5) or unused:
+        text = (f"Ingress was uneven: {top['name']} took {pct(share)} of requests against "
+                f"{pct(even)} for an even spread over {len(targeted)} nodes; if it fails, "
+                f"{pct(share)} of clients fail")
+        if unused:
+            text += f" ({', '.join(unused)} got nothing)"
+        return [_finding("ingress_concentration", "warning", text + ".", unused=unused,
+                         **metric)]
+    low = min(n["requests"] for n in entered) / total
+    each = pct(share) if pct(low) == pct(share) else f"{pct(low)} to {pct(share)}"
+    return [_finding(
+        "ingress_concentration", "ok",
+        f"Ingress was spread over {len(entered)} nodes ({each} each): losing one costs about "
+        f"{pct(share)} of clients, not all.", low=low, **metric)]
+
+
+def _f_faults(s: Mapping[str, Any]) -> list[Row]:
+    out = []
+    for fault in s["faults"]:
+        verb = FAULT_ACTIONS.get(fault["action"])
+        if verb is None or "requests" not in fault:
+            continue
+        name, kind = fault["name"], fault.get("kind", "node")
+        when = f"{name} {verb} at {secs(fault['t'])}"
+        until = ("until the end" if fault["until"] is None
+                 else f"until it came back at {secs(fault['until'])}")
+        metric = {k: fault.get(k) for k in (
+            "t", "until", "requests", "failures", "fail_ratio", "before_fail_ratio",
+            "via_node_share", "steady_fail_ratio", "rps_before", "rps_steady")}
+        if not fault["requests"]:
+            out.append(_finding(f"fault:{name}", "info",
+                                f"{when}; no requests were recorded afterwards.", **metric))
+            continue
+        ratio = fault["fail_ratio"] or 0.0
+        before = fault["before_fail_ratio"]
+        steady = fault.get("steady_fail_ratio")
+        if steady is not None:
+            # Closed-loop users stuck on time-outs send few requests: the share of requests
+            # that failed over the whole window would hide the outage behind the fast
+            # successes of the seconds before it took hold.
+            ratio = max(ratio, steady)
+            text = (f"{when}: from {secs(fault['settle_s'])} later {until}, "
+                    f"{pct(steady)} of requests failed"
+                    + (f" ({pct(before)} before)" if before is not None else ""))
+            if fault.get("rps_before") and fault.get("rps_steady") is not None:
+                text += (f", and throughput fell from {fault['rps_before']:.0f} to "
+                         f"{fault['rps_steady']:.0f} req/s as users waited on time-outs")
+        else:
+            text = (f"{when}: {pct(ratio)} of requests failed from then {until} "
+                    f"({number(fault['failures'])} of {number(fault['requests'])}"
+                    + (f"; {pct(before)} before" if before is not None else "") + ")")
+        # A health check only helps with failures that entered through the dead node; the
+        # rest came through live nodes whose kube-proxy still routed to its pods.
+        lb_would_help = (kind == "node" and ratio >= 0.001
+                         and (fault.get("via_node_share") or 0) >= 0.5)
+        if lb_would_help:
+            text += "; a LoadBalancer health check would have removed it"
+        elif ratio >= 0.001:
+            pods = f"{name}'s pods" if kind == "node" else "the pod"
+            text += (f"; they entered through other nodes, whose kube-proxy kept routing to "
+                     f"{pods} until the endpoints were removed")
+        severity = "critical" if ratio >= 0.05 else "warning" if ratio >= 0.001 else "ok"
+        out.append(_finding(f"fault:{name}", severity, text + ".", kind=kind,
+                            lb_would_help=lb_would_help, **metric))
+    return out
+
+
+def _f_node_availability(s: Mapping[str, Any]) -> list[Row]:
+    covered = {f["name"] for f in s["faults"]}
+    # A node whose failures began only after a declared fault is that fault's victim: the
+    # fault finding already tells the story.
+    fault_times = [f["t"] for f in s["faults"] if f["action"] in FAULT_ACTIONS]
+    covered |= {n["name"] for n in s["nodes"] if n["first_failure_s"] is not None
+                and any(t <= n["first_failure_s"] + 1 for t in fault_times)}
+    service = s["service"] or {}
+    if service.get("external_traffic_policy") == "Local":
+        covered |= {n["name"] for n in s["nodes"] if not n["pods"]}
+    out = []
+    for node in s["nodes"]:
+        availability = node["availability"]
+        if availability is None or availability >= 0.99 or node["name"] in covered:
+            continue
+        others = [n for n in s["nodes"] if n is not node and n["requests"]]
+        other_requests = sum(n["requests"] for n in others)
+        other = fraction(sum(n["successes"] for n in others), other_requests)
+        kinds = ", ".join(f"{k} {number(v)}" for k, v in node["failure_kinds"].items())
+        text = (f"{node['name']} answered only {pct(availability)} of the "
+                f"{number(node['requests'])} requests that entered through it ({kinds})")
+        if other is not None:
+            text += f"; the other nodes answered {pct(other)}"
+        out.append(_finding(f"node_availability:{node['name']}",
+                            "critical" if availability < 0.9 else "warning", text + ".",
+                            node=node["name"], availability=availability, others=other))
+    return out
+
+
+def _f_local_policy(s: Mapping[str, Any]) -> list[Row]:
+    service = s["service"] or {}
+    if service.get("external_traffic_policy") != "Local":
+        return []
+    out = []
+    check = service.get("health_check_node_port")
+    lb = (f"a LoadBalancer health-checks port {check} and would skip it" if check
+          else "a LoadBalancer's health check would skip it")
+    nodes = [n for n in s["nodes"] if n["is_node"] and n["targeted"]]
+    for node in nodes:
+        if node["pods"]:
+            continue
+        name = node["name"]
+        if node["requests"]:
+            ratio = node["failures"] / node["requests"]
+            kinds = ", ".join(f"{k} {number(v)}" for k, v in node["failure_kinds"].items())
+            text = (f"externalTrafficPolicy is Local and {name} runs no pod: {pct(ratio)} of "
+                    f"the {number(node['requests'])} requests sent to it failed"
+                    + (f" ({kinds})" if kinds else "") + f"; {lb}.")
+            severity = "critical" if ratio >= 0.5 else "warning"
+        else:
+            ratio = None
+            text = (f"externalTrafficPolicy is Local and {name} runs no pod: any client sent "
+                    f"to it fails; this run sent it nothing; {lb}.")
+            severity = "warning"
+        out.append(_finding(f"local_policy_no_pod:{name}", severity, text, node=name,
+                            requests=node["requests"], fail_ratio=ratio))
+    with_pods = [n for n in nodes if n["pods"]]
+    if len(with_pods) > 1:
+        most = max(with_pods, key=lambda n: n["pods"])
+        least = min(with_pods, key=lambda n: n["pods"])
+        if most["pods"] != least["pods"]:
+            factor = most["pods"] / least["pods"]
+            out.append(_finding(
+                "local_policy_imbalance", "info",
+                f"externalTrafficPolicy Local spreads per node, not per pod: {most['name']} "
+                f"runs {most['pods']} pods and {least['name']} runs {least['pods']}, so with "
+                f"even ingress each pod on {least['name']} takes {times(factor)} the load of one "
+                f"on {most['name']}.", most=most["name"], least=least["name"], factor=factor))
+    return out
+
+
+def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
+    fairness = s["fairness"]
+    pods = fairness["pods"]
+    served = [p for p in s["pods"] if p["successes"]]
+    if not served:
+        return []
+    if pods == 1:
+        return [_finding("pod_fairness", "info", f"One pod ({served[0]['name']}) served "
+                         "everything: there is no spread to measure.", **fairness)]
+    jain, ratio, p = fairness["jain"], fairness["max_min_ratio"], fairness["chi2_p"]
+    busiest = max(s["pods"], key=lambda r: r["successes"])
+    spread = (f"Jain's index {jain:.3f} over {pods} pods (1 = even), max/min "
+              f"{times(ratio) if ratio else 'infinite (a pod got nothing)'}, "
+              f"chi-square against uniform {p_value(p)}")
+    if jain < 0.9 or ratio is None or ratio > 2:
+        text = (f"Pods were not served evenly: {busiest['name']} got "
+                f"{pct(busiest['share'])} against {pct(busiest['expected_share'])} expected; "
+                f"{spread}.")
+        keepalive = s["keepalive"]
+        if (keepalive["single_pod_share"] or 0) >= 0.95 and (
+                keepalive["mean_requests_per_connection"] or 0) >= 2:
+            text += " Keep-alive pinning (each connection stays on one pod) explains it."
+        severity = "critical" if jain < 0.5 else "warning"
+    elif p is not None and p < 0.001:
+        text = (f"Pods were served slightly unevenly: {spread}; the deviation is small but "
+                "real at this sample size.")
+        severity = "info"
+    else:
+        text = f"Pods shared the load evenly: {spread}."
+        severity = "ok"
+    return [_finding("pod_fairness", severity, text, busiest=busiest["name"],
+                     busiest_share=busiest["share"], **fairness)]
+
+
+def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:
+    existing = [p for p in s["pods"] if p["in_endpoints"]]
+    zero = [p for p in existing if not p["successes"]]
+    out = []
+    if existing and not zero:
+        out.append(_finding("pods_without_traffic", "ok",
+                            f"All {len(existing)} pods served requests.", zero=[]))
+    elif zero and s["totals"]["successes"]:
+        names = ", ".join(f"{p['name']} (on {p['node']})" if p["node"] else p["name"]
+                          for p in zero)
+        text = f"{len(zero)} of {len(existing)} pods received nothing: {names}"
+        service = s["service"] or {}
+        quiet = {n["name"] for n in s["nodes"] if not n["requests"]}
+        keepalive = s["keepalive"]
+        if service.get("external_traffic_policy") == "Local" and all(
+                p["node"] in quiet for p in zero):
+            text += ("; with externalTrafficPolicy Local a pod only gets traffic that enters "
+                     "its own node, and no traffic entered theirs")
+        elif keepalive["connections"] and keepalive["connections"] < len(existing):
+            text += (f"; only {number(keepalive['connections'])} connections were opened and each "
+                     "stays on one pod")
+        out.append(_finding("pods_without_traffic",
+                            "critical" if len(zero) == len(existing) else "warning",
+                            text + ".", zero=[p["name"] for p in zero], pods=len(existing)))
+    stray = [p["name"] for p in s["pods"] if not p["in_endpoints"]]
+    if stray and existing:
+        out.append(_finding(
+            "pods_not_in_endpoints", "info",
+            f"{len(stray)} pods served traffic but were not in the discovered endpoints "
+            f"({', '.join(stray[:5])}{', ...' if len(stray) > 5 else ''}): pods were replaced "
+            "during the run or the target is stale.", pods=stray))
+    return out
+
+
+def _f_unknown_pods(s: Mapping[str, Any]) -> list[Row]:
+    unknown, successes = s["unknown_successes"], s["totals"]["successes"]
+    share = fraction(unknown, successes)
+    if not share or share < 0.01:
+        return []
+    return [_finding(
+        "unknown_pod", "critical" if share >= 0.5 else "warning",
+        f"{pct(share)} of successful replies did not name a pod ({number(unknown)} of "
+        f"{number(successes)}): per-pod figures are incomplete; check --pod-from.",
+        unknown=unknown, successes=successes, share=share)]
+
+
+def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
+    k = s["keepalive"]
+    if not k["connections"]:
+        return []
+    per_connection = k["mean_requests_per_connection"] or 0.0
+    metric = dict(k)
+    caveat = (f" (connection tracking hit its limit and finalised {number(k['evicted'])} early: "
+              "figures are approximate)" if k["evicted"] else "")
+    if s["run"]["connection_mode"] == "close":
+        # The mode is the truth: a caller that reuses connection keys across closed
+        # connections would otherwise read as per-request balancing.
+        return [_finding(
+            "keepalive_pinning", "info",
+            "Every request opened a new connection (connection mode close): kube-proxy chose "
+            "a pod for each one, so keep-alive pinning did not apply.", **metric)]
+    if per_connection < 1.5:
+        return [_finding(
+            "keepalive_pinning", "info",
+            f"Each connection carried {per_connection:.1f} requests on average: kube-proxy "
+            f"chose a pod for almost every request{caveat}.", **metric)]
+    mean_pods = k["mean_distinct_pods"]
+    if mean_pods is None:
+        return []
+    single = k["single_pod_share"] or 0.0
+    pods = max(s["fairness"]["pods"], 1)
+    if single >= 0.95:
+        severity = "warning" if k["connections"] < 10 * pods else "info"
+        text = (f"With keep-alive each connection stayed on one pod: {number(k['connections'])} "
+                f"connections saw {mean_pods:.1f} pods each on average ({pct(single)} saw "
+                f"exactly one) and carried {per_connection:.0f} requests each; kube-proxy "
+                "balances connections, not requests, so the spread over "
+                f"{pods} pods is only as fine as the connections{caveat}.")
+        return [_finding("keepalive_pinning", severity, text, **metric)]
+    return [_finding(
+        "keepalive_pinning", "ok",
+        f"Connections were not pinned: {number(k['connections'])} connections saw "
+        f"{mean_pods:.1f} pods each on average ({pct(single)} saw only one), so something "
+        f"balances per request (an L7 proxy or session handling){caveat}.", **metric)]
+
+
+def _f_cross_node(s: Mapping[str, Any]) -> list[Row]:
+    cross = s["cross_node"]
+    share = cross["share"]
+    if share is None:
+        return []
+    metric = {"share": share, "cost_ms": cross["cost_ms"],
+              "local": cross["local"]["count"], "cross_node": cross["cross_node"]["count"]}
+    if share == 0:
+        return [_finding("cross_node", "ok", "No request crossed nodes: every pod that "
+                         "answered ran on the node the request entered.", **metric)]
+    p50, p95 = cross["cost_ms"]["p50"], cross["cost_ms"]["p95"]
+    severity = "info"
+    if not cross["enough_samples"] or p50 is None:
+        text = (f"{pct(share)} of requests crossed nodes (too few local or cross-node "
+                "samples to price the hop)")
+    elif p50 > 0:
+        text = (f"{pct(share)} of requests crossed nodes, adding {ms(p50)} at p50 "
+                f"({ms(p95)} at p95)")
+        if p50 >= 1.0 and share >= 0.25:
+            severity = "warning"
+    else:
+        text = (f"{pct(share)} of requests crossed nodes with no measurable latency cost "
+                f"(p50 local {ms(cross['local']['p50'])}, cross-node "
+                f"{ms(cross['cross_node']['p50'])})")
+    if (s["service"] or {}).get("external_traffic_policy") == "Cluster":
+        text += ("; externalTrafficPolicy Local avoids the hop but drops traffic on nodes "
+                 "without a pod")
+    return [_finding("cross_node", severity, text + ".", **metric)]
+
+
+def _f_snat(s: Mapping[str, Any]) -> list[Row]:
+    policy = (s["service"] or {}).get("external_traffic_policy")
+    if policy == "Cluster":
+        return [_finding(
+            "source_ip_snat", "info",
+            "externalTrafficPolicy is Cluster: kube-proxy source-NATs NodePort traffic, so "
+            "pods see a node's address instead of the client's; use Local, or a "
+            "LoadBalancer that preserves it, if the app needs client IPs.", policy=policy)]
+    if policy == "Local":
+        return [_finding("source_ip_snat", "ok", "externalTrafficPolicy is Local: pods see "
+                         "the client's own address (no source NAT).", policy=policy)]
+    return []
+
+
+def _f_latency(s: Mapping[str, Any]) -> list[Row]:
+    overall = s["latency"]["overall"]
+    if not overall["count"]:
+        return []
+    model = s["run"]["load_model"]
+    text = (f"Successful requests took {ms(overall['p50'])} at p50, {ms(overall['p95'])} "
+            f"at p95 and {ms(overall['p99'])} at p99 (max {ms(overall['max'])}) over "
+            f"{number(overall['count'])} requests, measured {model}")
+    if model == "closed-loop":
+        text += (": each user waits for its reply, so latency under overload is "
+                 "under-reported (coordinated omission)")
+    return [_finding("latency", "info", text + ".", load_model=model, **overall)]
+
+
+def _f_loadbalancer(s: Mapping[str, Any], findings: list[Row]) -> list[Row]:
+    if s["run"]["entry_strategy"] == "lb":
+        return []
+    by_id = {f["id"]: f for f in findings}
+    reasons = []
+    ingress = by_id.get("ingress_concentration")
+    if ingress and ingress["severity"] in ("critical", "warning"):
+        reasons.append(f"it spreads clients over every healthy node instead of sending "
+                       f"{pct(ingress['metric']['share'])} through {ingress['metric']['node']}")
+    for finding in findings:
+        if finding["id"].startswith("fault:") and finding["metric"].get("lb_would_help"):
+            reasons.append(f"it stops sending to a node that fails its health check, "
+                           f"instead of the {pct(finding['metric']['fail_ratio'])} failures "
+                           f"after {finding['id'].split(':', 1)[1]} went down")
+        if finding["id"].startswith("local_policy_no_pod:") and finding["severity"] != "ok":
+            reasons.append("with externalTrafficPolicy Local it only sends to nodes that run a "
+                           "pod (healthCheckNodePort)")
+        if finding["id"].startswith("node_availability:"):
+            reasons.append(f"its health check would take {finding['metric']['node']} out of "
+                           "rotation")
+    if not reasons:
+        return []
+    reasons = list(dict.fromkeys(reasons))
+    text = ("What a LoadBalancer changes: " + "; ".join(reasons) + ". It does not change "
+            "which pod a connection lands on (kube-proxy still picks) or the cross-node hop")
+    lb = (s["service"] or {}).get("lb_ingress")
+    if lb:
+        text += f". This Service already has one ({lb[0]}): point clients at it"
+    return [_finding("loadbalancer", "info", text + ".", reasons=reasons, lb_ingress=lb)]
+
+
+# -- formatting: one place, so every sentence reads the same ------------------------------------
+
+def pct(ratio: float | None) -> str:
+    if ratio is None:
+        return "n/a"
+    value = ratio * 100
+    if value == 0:
+        return "0 %"
+    if value < 0.01:
+        return "< 0.01 %"
+    if value < 1:
+        return f"{value:.2f}".rstrip("0").rstrip(".") + " %"
+    if 99.95 <= value < 100:
+        return "> 99.9 %"
+    return f"{value:.1f}".removesuffix(".0") + " %"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    magnitude = abs(value)
+    digits = 2 if magnitude < 10 else 1 if magnitude < 100 else 0
+    return f"{value:.{digits}f} ms"
+
+
+def number(count: float) -> str:
+    return f"{count:,}"
+
+
+def secs(seconds: float) -> str:
+    return f"{seconds:.1f}".removesuffix(".0") + " s"
+
+
+def times(factor: float) -> str:
+    return f"{factor:.2f}".rstrip("0").rstrip(".") + "×"
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
