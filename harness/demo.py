@@ -194,8 +194,9 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
             f"The naive client sent {_pct(share)} of its requests through node-1, though "
             f"{others} of {len(naive.get('pods', []))} pods run on other nodes: node-1 is a "
             "single point of failure.", node1_share=share, pods_elsewhere=others)
-    for sid, label in (("fail-single", "the naive client"), ("fail-all",
-                       "a client rotating over all nodes"), ("fail-lb", "the LoadBalancer")):
+    for sid, label in (("fail-single", "the naive client's requests"),
+                       ("fail-all", "the requests of a client rotating over all nodes"),
+                       ("fail-lb", "the LoadBalancer")):
         summary = summaries.get(sid)
         fault = _fault(summary)
         if not fault:
@@ -210,18 +211,20 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
         if sid == "fail-lb":
             recovered = _recovery_s(summary, fault)
             figures["recovered_after_s"] = recovered
-            total = (summary.get("totals") or {}).get("fail_ratio") or 0.0
+            totals = summary.get("totals") or {}
+            total = totals.get("fail_ratio") or 0.0
             figures["run_fail_ratio"] = total
             add("lb-failover", sid,
-                f"Through {label}, only {_pct(total)} of all requests failed although node-1 "
-                "went down"
+                f"Through {label}, only {totals.get('failures', 0):,} of "
+                f"{totals.get('requests', 0):,} requests ({total * 100:.2f} %) failed although "
+                "node-1 went down"
                 + (f": the last failure came {recovered:.1f} s after the fault, once its "
                    "health check had removed the node and requests already sent there had "
                    "timed out; none after" if recovered else ": none at all")
                 + ".", **figures)
         elif ratio is not None:
             add(f"{sid}-impact", sid,
-                f"After node-1 went down, {_pct(ratio)} of {label}'s requests failed"
+                f"After node-1 went down, {_pct(ratio)} of {label} failed"
                 + slowdown + ".", **figures)
     keep, close = summaries.get("all-keepalive"), summaries.get("all-close")
     if keep:
