@@ -74,6 +74,10 @@ class HarnessRun:
         return "local"
 
 
+# report_to_master/worker_report carry no environment: the one run of this process.
+_this_run: HarnessRun | None = None
+
+
 def current_run(environment) -> HarnessRun:
     run = getattr(environment, "nodeport_run", None)
     if run is None or run.target is None:
@@ -94,7 +98,8 @@ def add_options(parser) -> None:
 
 @events.init.add_listener
 def on_init(environment, **_kwargs) -> None:
-    run = HarnessRun(environment)
+    global _this_run
+    run = _this_run = HarnessRun(environment)
     environment.nodeport_run = run
     options = environment.parsed_options
     if options is None:  # Environment built by hand (library use): nothing to wire.
@@ -274,7 +279,7 @@ def _worker_info(run: HarnessRun, client_id: str) -> dict:
 
 @events.report_to_master.add_listener
 def on_report_to_master(client_id, data, **_kwargs) -> None:
-    run = _run_of(data)
+    run = _this_run
     if run is not None and run.recorder is not None:
         data["nodeport_spread"] = run.recorder.drain()
 
@@ -291,18 +296,6 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
     info["last_report"] = time.time()
 
 
-_this_run: HarnessRun | None = None
-
-
-@events.init.add_listener
-def _remember(environment, **_kwargs) -> None:
-    # report_to_master/worker_report carry no environment: keep the one run of this process.
-    global _this_run
-    _this_run = getattr(environment, "nodeport_run", None)
-
-
-def _run_of(_data) -> HarnessRun | None:
-    return _this_run
 
 
 def _worker_stop(environment, msg, **_kwargs) -> None:
@@ -565,21 +558,17 @@ def write_outputs(run: HarnessRun) -> None:
                           "instead (move them where you want them)") from None
     run_dir = run.run_dir
     run.outputs = {"run_dir": str(run_dir)}
-    try:
-        from harness.report.build import build_report
-    except ImportError:
-        build_report = None
-    if build_report is not None:
-        result = build_report(run_dir, plotlyjs=options.plotlyjs)
-        thresholds = result.get("thresholds") or []
-        if thresholds:
-            # With thresholds the verdict is theirs alone: a few failures within
-            # --max-fail-ratio pass; any breach fails the run.
-            breached = [t for t in thresholds if not t.get("passed")]
-            env.process_exit_code = 1 if breached else 0
-            for t in thresholds:
-                mark = "ok      " if t.get("passed") else "BREACHED"
-                print(f"threshold {mark} {t['text']}", file=sys.stderr)
+    from harness.report.build import build_report
+
+    thresholds = build_report(run_dir, plotlyjs=options.plotlyjs).get("thresholds") or []
+    if thresholds:
+        # With thresholds the verdict is theirs alone: a few failures within
+        # --max-fail-ratio pass; any breach fails the run.
+        breached = [t for t in thresholds if not t.get("passed")]
+        env.process_exit_code = 1 if breached else 0
+        for t in thresholds:
+            mark = "ok      " if t.get("passed") else "BREACHED"
+            print(f"threshold {mark} {t['text']}", file=sys.stderr)
     print_summary(run, spread)
 
 
@@ -612,10 +601,6 @@ def run_info(run: HarnessRun) -> dict:
         "role": run.role,
         "entry": options.entry,
         "connection": options.connection,
-        # The names analysis.summarize reads.
-        "entry_strategy": options.entry,
-        "connection_mode": options.connection,
-        "start": run.started,
         "users": getattr(options, "num_users", None),
         "spawn_rate": getattr(options, "spawn_rate", None),
         "stop_timeout_s": run.environment.stop_timeout,

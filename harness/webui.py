@@ -317,16 +317,15 @@ def live_view(
 
 
 def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
-    """What ``analysis.summarize`` reads about the run, so far."""
-    options = run.environment.parsed_options
-    started = run.started
-    return {k: v for k, v in {
-        "entry_strategy": getattr(options, "entry", None),
-        "connection_mode": getattr(options, "connection", None),
-        "start": started,
-        "duration_s": None if started is None else (run.stopped or now) - started,
-        "faults": list(run.faults),
-    }.items() if v is not None}
+    """What ``analysis.summarize`` reads about the run, so far: the run.json the run would
+    write now, in the report's own mapping (one mapping, so live and final findings agree)."""
+    from harness.plugin import run_info
+    from harness.report.build import analysis_run
+
+    info = analysis_run(run_info(run))
+    if run.started is not None and run.stopped is None:
+        info["duration_s"] = now - run.started
+    return info
 
 
 # -- Locust wiring ---------------------------------------------------------------------------

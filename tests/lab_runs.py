@@ -1,10 +1,11 @@
-"""Helpers for the hostile-conditions tests: real runs as subprocesses against the lab.
+"""Helpers shared by the lab tests: requests to the lab, real runs as subprocesses.
 
 Everything is loopback and bounded: every subprocess has a timeout, every wait a deadline.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -16,6 +17,27 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = str(ROOT / "locustfile.py")
+
+
+MESSAGE = json.dumps({"sender": "test"}).encode()
+
+
+def post(ip: str, port: int, timeout: float = 3.0,
+         conn: http.client.HTTPConnection | None = None) -> dict:
+    """One POST /api/messages; a new connection unless `conn` is given (keep-alive)."""
+    assert ip.startswith("127.")
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(ip, port, timeout=timeout)
+    try:
+        conn.request("POST", "/api/messages", body=MESSAGE,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200, body
+        return json.loads(body)
+    finally:
+        if own:
+            conn.close()
 
 
 def harness_cmd(*args: str) -> list[str]:

@@ -15,27 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lab_runs import MESSAGE, post
 
 from harness.errors import LabError
 from harness.lab.cluster import LabCluster, block_is_free, pid_alive
-
-MESSAGE = json.dumps({"sender": "test"}).encode()
-
-
-def post(ip: str, port: int, timeout: float = 3.0,
-         conn: http.client.HTTPConnection | None = None) -> dict:
-    assert ip.startswith("127.")
-    own = conn is None
-    conn = conn or http.client.HTTPConnection(ip, port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/messages", body=MESSAGE)
-        resp = conn.getresponse()
-        body = resp.read()
-        assert resp.status == 200, body
-        return json.loads(body)
-    finally:
-        if own:
-            conn.close()
 
 
 def listening(ip: str, port: int) -> bool:

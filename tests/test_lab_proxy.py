@@ -13,29 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from lab_runs import MESSAGE, post
 from scipy.stats import chisquare
 
 from harness.lab.cluster import LabCluster
-
-MESSAGE = json.dumps({"sender": "test"}).encode()
-
-
-def post(ip: str, port: int, timeout: float = 3.0,
-         conn: http.client.HTTPConnection | None = None) -> dict:
-    """One POST /api/messages; a new connection unless `conn` is given (keep-alive)."""
-    assert ip.startswith("127.")
-    own = conn is None
-    conn = conn or http.client.HTTPConnection(ip, port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/messages", body=MESSAGE,
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read()
-        assert resp.status == 200, body
-        return json.loads(body)
-    finally:
-        if own:
-            conn.close()
 
 
 def times_out(ip: str, port: int, timeout: float = 0.3) -> bool:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from lab_runs import delta, load, pod_successes
 
 from harness.lab.cluster import LabCluster
 
@@ -35,22 +36,6 @@ def harness_run(tmp_path, *args, lab=None, run_id="r", users=4, seconds=3):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     run_dir = tmp_path / run_id
     return proc, run_dir
-
-
-def load(run_dir: Path, name: str) -> dict:
-    return json.loads((run_dir / name).read_text())
-
-
-def pod_successes(spread: dict) -> dict:
-    out: dict[str, int] = {}
-    for entry in spread["entry_nodes"].values():
-        for pod, count in entry["pods"].items():
-            out[pod] = out.get(pod, 0) + count
-    return out
-
-
-def delta(before: dict, after: dict) -> dict:
-    return {p: after[p] - before.get(p, 0) for p in after if after[p] - before.get(p, 0)}
 
 
 def test_single_node_like_the_naive_client_reconciles(lab, tmp_path):
