@@ -222,6 +222,15 @@ def test_spread_tab_shows_the_lab_live(tmp_path, browser):
             locust.wait_for_requests()
             browser.open(locust.url + "/?tab=spread")
             table = table_where(browser, "Entry node", [*pods, *nodes, "All entry points"])
+            # "Req/s now" counts completed seconds only: on a slow machine the first poll can
+            # come inside the run's first second. Watch the live table until one has passed.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(
+                    float(dict(zip(table["head"], row, strict=True))["Req/s now"]
+                          .replace(",", "")) > 0
+                    for row in table["rows"] if row[0] in nodes):
+                time.sleep(1)
+                table = browser.evaluate(READ_TABLE)
             head = table["head"]
             # Every endpoint pod has a column, with the node it runs on, served or not.
             for pod in lab.pods:
