@@ -15,18 +15,23 @@ The Locust processes and the lab are pinned to different cores when there are tw
    machine shared with other work, pairs scatter by several %: more than the cost itself.
 2. Paired (``overhead_paired_run``, summary ``overhead_paired``): bare and NodePortUser run
    at the same time on the same core, so whatever else the machine does hits both alike and
-   each gets half the core; the ratio of their CPU per request (and of their rates) is the
-   cost, to about 1 %. ``--calibrate`` rounds of bare vs bare show that noise floor. Its
-   ``recording_cost`` is the figure to hold against the 3 % budget.
+   each gets half the core; the ratio of their CPU per request (and of their rates), over
+   the seconds both were running, is the cost. Rounds alternate which one starts first.
+   ``--calibrate`` rounds of bare vs bare show the method's noise floor. Its
+   ``recording_cost`` (median over rounds) is the figure to hold against the 3 % budget.
+   ``--naive-rounds`` pair bare with the naive recorder (bench/naive_locustfile.py: an
+   ``events.request`` listener parsing every reply as JSON), 4.7 % on the reference
+   machines: ``overhead_naive`` says how this machine scales such costs.
 3. bench/overhead_send.py: NodePortUser.send()'s own work per request in a tight loop (a stub
    client returning a real reply); ``overhead_estimate`` sets it against the bare user's CPU
    per request and the reference 10.3 k req/s per core. Warm caches: a lower bound.
 4. bench/overhead_core.py: 10 M synthetic samples into a SpreadRecorder (ns per sample,
    memory growth; goal <= 20 MB).
 
-Prints JSON lines (those of 3 and 4 passed through). Linux only. About four minutes.
+Prints JSON lines (those of 3 and 4 passed through). Linux only. About six minutes.
 
-    python bench/overhead.py [--rounds 4] [--paired-rounds 4] [--samples 10000000]
+    python bench/overhead.py [--rounds 4] [--paired-rounds 6] [--naive-rounds 4]
+                             [--samples 10000000]
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from harness.lab.cluster import LabCluster  # noqa: E402
 BUDGET = 0.03  # recording may cost at most 3 % of the load generator
 SATURATED = 0.95  # Locust's CPU use (of one core) for a round to count as clean
 REFERENCE_RPS = 10_300  # FastHttpUser on one core, loopback, measured on these machines
+REFERENCE_NAIVE = 0.047  # what a naive JSON-parse events.request listener cost there
 KINDS = ("bare", "nodeport")
 RUN_TIMEOUT_S = 120
 
@@ -79,8 +85,8 @@ def locust_argv(kind: str, users: int, seconds: int, host: str, inventory: Path,
     argv = [sys.executable, "-m", "locust", "--headless", "--only-summary", "--skip-log-setup",
             "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
             "--json-file", str(work / name)]
-    if kind == "bare":
-        return argv + ["-f", str(BENCH / "bare_locustfile.py"), "-H", host]
+    if kind in ("bare", "naive"):
+        return argv + ["-f", str(BENCH / f"{kind}_locustfile.py"), "-H", host]
     return argv + ["-f", str(ROOT / "harness" / "locustfile.py"), "--inventory", str(inventory),
                    "--report-dir", str(work / "reports"), "--run-id", name,
                    "--plotlyjs", "cdn"]
@@ -88,8 +94,10 @@ def locust_argv(kind: str, users: int, seconds: int, host: str, inventory: Path,
 
 def run_locust(kind: str, users: int, seconds: int, host: str, inventory: Path, work: Path,
                name: str, cores: set[int] | None, lab_pid: int) -> dict:
-    """One locust run; CPU of Locust and of the lab sampled at every second boundary."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    """One locust run: its requests per second (from Locust's --json-file) and the CPU time
+    of Locust and of the lab sampled at every second boundary; ``measure`` turns them into
+    figures."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(ROOT), str(BENCH))))
     started = time.time()
     log = work / f"{name}.log"  # a file: a chatty run can never block on a full pipe
     with open(log, "wb") as err:
@@ -134,25 +142,39 @@ def run_locust(kind: str, users: int, seconds: int, host: str, inventory: Path, 
         failures += entry["num_failures"]
         for second, count in entry["num_reqs_per_sec"].items():
             per_second[int(second)] = per_second.get(int(second), 0) + count
-    # Steady seconds: not the first or last (partial) one, and sampled at both ends.
-    seconds = sorted(per_second)[1:-1]
-    steady = [s for s in seconds if s in samples and s + 1 in samples]
-    if not steady:
-        raise SystemExit(f"locust ({kind}): no steady second to measure; raise --seconds")
-    window = (steady[0], steady[-1] + 1)
-    counted = sum(per_second[s] for s in range(*window) if s in per_second)
+    raw = {"kind": kind, "requests": requests, "failures": failures,
+           "per_second": per_second, "samples": samples}
+    if kind == "nodeport":
+        raw["recorded"] = recorded(work / "reports" / name)
+    return raw
+
+
+def steady_seconds(raw: dict) -> set[int]:
+    """Seconds measured whole: not a run's first or last (partial) one, sampled at both ends."""
+    seconds = sorted(raw["per_second"])[1:-1]
+    return {s for s in seconds if s in raw["samples"] and s + 1 in raw["samples"]}
+
+
+def measure(raw: dict, seconds: set[int] | None = None) -> dict:
+    """Rate and CPU per request over ``seconds`` (default: the run's own steady seconds)."""
+    seconds = steady_seconds(raw) if seconds is None else seconds
+    if not seconds:
+        raise SystemExit(f"locust ({raw['kind']}): no steady second to measure; raise --seconds")
+    per_second, samples = raw["per_second"], raw["samples"]
+    window = (min(seconds), max(seconds) + 1)
+    counted = sum(per_second.get(s, 0) for s in range(*window))
     span = window[1] - window[0]
     locust_cpu = samples[window[1]][0] - samples[window[0]][0]
     lab_cpu = samples[window[1]][1] - samples[window[0]][1]
     result = {
-        "requests": requests, "failures": failures, "steady_seconds": span,
+        "requests": raw["requests"], "failures": raw["failures"], "steady_seconds": span,
         "rps": round(counted / span, 1),
         "cpu_us_per_req": round(1e6 * locust_cpu / max(1, counted), 2),
         "locust_cpu_util": round(locust_cpu / span, 3),
         "lab_cpu_util": round(lab_cpu / span, 3),
     }
-    if kind == "nodeport":
-        result["recorded"] = recorded(work / "reports" / name)
+    if "recorded" in raw:
+        result["recorded"] = raw["recorded"]
     return result
 
 
@@ -183,20 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4,
                         help="interleaved rounds of (bare, nodeport), one at a time")
     parser.add_argument("--seconds", type=int, default=5, help="locust --run-time per run")
-    parser.add_argument("--paired-rounds", type=int, default=4,
+    parser.add_argument("--paired-rounds", type=int, default=6,
                         help="rounds of bare and nodeport at the same time on one core")
     parser.add_argument("--paired-seconds", type=int, default=8,
                         help="locust --run-time of a paired round")
-    parser.add_argument("--calibrate", type=int, default=1,
+    parser.add_argument("--naive-rounds", type=int, default=4,
+                        help="paired rounds of bare vs the naive listener (the yardstick)")
+    parser.add_argument("--calibrate", type=int, default=2,
                         help="paired rounds of bare vs bare: the method's noise floor")
     parser.add_argument("--users", type=int, default=16, help="locust users per run")
     parser.add_argument("--samples", type=int, default=10_000_000,
                         help="synthetic samples for bench/overhead_core.py (0: skip it)")
     args = parser.parse_args(argv)
     if not (1 <= args.rounds <= 20 and 0 <= args.paired_rounds <= 20
-            and 0 <= args.calibrate <= 5 and 3 <= args.seconds <= 60
-            and 3 <= args.paired_seconds <= 60 and 1 <= args.users <= 1000):
-        parser.error("bounds: 1 <= --rounds <= 20, 0 <= --paired-rounds <= 20, "
+            and 0 <= args.calibrate <= 5 and 0 <= args.naive_rounds <= 20
+            and 3 <= args.seconds <= 60 and 3 <= args.paired_seconds <= 60
+            and 1 <= args.users <= 1000):
+        parser.error("bounds: 1 <= --rounds <= 20, 0 <= --paired-rounds/--naive-rounds <= 20, "
                      "0 <= --calibrate <= 5, 3 <= --seconds/--paired-seconds <= 60, "
                      "1 <= --users <= 1000")
 
@@ -207,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         lab_cores = locust_cores = None
     results: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     paired: list[dict] = []
-    noise: dict | None = None
+    noise: list[dict] = []
+    naive: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, \
             LabCluster(nodes=1, pods=1) as lab:
         work = Path(tmp)
@@ -234,28 +260,36 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             order = KINDS if round_no % 2 else KINDS[::-1]
             for kind in order:
-                result = run(kind, f"r{round_no}-{kind}", args.seconds)
+                result = measure(run(kind, f"r{round_no}-{kind}", args.seconds))
                 results[kind].append(result)
                 emit(bench="overhead_run", round=round_no, user=kind, **result)
         summarize_interleaved(results)
 
-        for round_no in range(1, args.calibrate + args.paired_rounds + 1):
-            calibration = round_no <= args.calibrate
-            kinds = ("bare", "bare") if calibration else KINDS
-            pair = run_together(
+        def pair(kinds: tuple[str, str], round_no: int, label: str) -> dict:
+            raws = run_together(
                 [(kind, f"p{round_no}-{i}-{kind}", args.paired_seconds)
                  for i, kind in enumerate(kinds)], run)
-            a, b = pair
+            # Both over the seconds they ran together, never one alone on the core.
+            common = steady_seconds(raws[0]) & steady_seconds(raws[1])
+            a, b = (measure(raw, common) for raw in raws)
+            if kinds[0] != "bare":
+                a, b = b, a
             line = {"cpu_cost": round(b["cpu_us_per_req"] / a["cpu_us_per_req"] - 1, 4),
                     "rps_cost": round(1 - b["rps"] / a["rps"], 4)}
             brief = ("rps", "cpu_us_per_req", "locust_cpu_util")
-            emit(bench="overhead_paired_run", round=round_no,
-                 users="bare vs bare (calibration)" if calibration else "bare vs nodeport",
+            emit(bench="overhead_paired_run", round=round_no, users=label,
+                 started_first=kinds[0], seconds=a["steady_seconds"],
                  a={k: a[k] for k in brief}, b={k: b[k] for k in brief}, **line)
-            if not calibration:
-                paired.append(line)
-            else:
-                noise = line
+            return line
+
+        # Launch order alternates: the process started first may get a better share.
+        schedule = [("bare", "bare", "bare vs bare (calibration)")] * args.calibrate
+        schedule += [("bare", "nodeport", "bare vs nodeport")] * args.paired_rounds
+        schedule += [("bare", "naive", "bare vs naive listener")] * args.naive_rounds
+        for round_no, (first, second, label) in enumerate(schedule, 1):
+            kinds = (first, second) if round_no % 2 else (second, first)
+            line = pair(kinds, round_no, label)
+            {"bare": noise, "nodeport": paired, "naive": naive}[second].append(line)
         # The harness's own work per request without the network, in a tight loop.
         send = run_json([sys.executable, str(BENCH / "overhead_send.py"), "--host", host,
                          "--pod", pod["name"]], locust_cores, timeout=300)
@@ -274,8 +308,15 @@ def main(argv: list[str] | None = None) -> int:
              rps_cost_per_round=[p["rps_cost"] for p in paired],
              recording_cost=round(cost, 4),
              rps_cost=round(statistics.median(p["rps_cost"] for p in paired), 4),
-             noise_floor=noise,
+             noise_floor=[n["cpu_cost"] for n in noise],
              budget=BUDGET, within_budget=cost <= BUDGET)
+    if naive:
+        cost = statistics.median(p["cpu_cost"] for p in naive)
+        emit(bench="overhead_naive", rounds=len(naive),
+             cpu_cost_per_round=[p["cpu_cost"] for p in naive], naive_cost=round(cost, 4),
+             reference_naive_cost=REFERENCE_NAIVE,
+             machine_scale=round(cost / REFERENCE_NAIVE, 2),
+             note="the naive JSON-parse listener measured here vs on the reference machines")
 
     if args.samples > 0:
         run_json([sys.executable, str(BENCH / "overhead_core.py"), "--samples",

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     label, base = user.plan[0]
     response = user.client.request(user.method, base + user.path, data=user.body,
                                    headers=user.headers, name=user.names[label])
-    pod = user.extract(response.headers, response.content)
+    pod = user.extract(response)
     if classify_failure(response) is not None or pod != args.pod:
         raise SystemExit(f"the real request failed or named {pod!r}, not {args.pod!r}")
     stub = StubClient(response)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recorder = user.harness.recorder
     extract = user.extract
-    connection = (user.user_index, label, 0)
+    connection = user.sessions[label]
 
     def record_only() -> None:
         recorder.record(label, pod, 1.7, None, connection)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_send": bare_send,
         "nodeport_send": user.send,
         "classify": lambda: classify_failure(response),
-        "extract": lambda: extract(response.headers, response.content),
+        "extract": lambda: extract(response),
         "record": record_only,
     }
     for fn in parts.values():  # warm up: entry node, pod, connection exist

@@ -1,19 +1,21 @@
 """Which pod served a reply: `--pod-from auto|json:FIELD|header:NAME|body|regex:PATTERN`.
 
-`make_extractor(spec)` validates the spec once and returns a function of
-(headers, body bytes) -> pod name or None. It never raises on a reply: a reply it can't
-read gives None, which the recorder counts as pod "unknown". Pure: no Locust import.
+`make_extractor(spec)` validates the spec once and returns a function of a reply (anything
+with ``headers`` and ``content``, e.g. Locust's FastResponse) -> pod name or None. It reads
+the body only when the spec needs it, and never raises on a reply: a reply it can't read
+gives None, which the recorder counts as pod "unknown". Pure: no Locust import.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import Any
 
 from harness.errors import HarnessError
 
-Extractor = Callable[[Mapping[str, str] | None, bytes | None], str | None]
+Extractor = Callable[[Any], str | None]
 
 AUTO_HEADERS = ("X-Served-By", "X-Pod-Name")
 AUTO_FIELDS = ("host", "hostname", "pod")
@@ -26,36 +28,68 @@ MAX_JSON = 1024 * 1024
 
 
 def make_extractor(spec: str) -> Extractor:
+    """The extractor for ``spec``. Its ``header`` attribute names (lower-cased) the header
+    that names the pod when the spec starts with one: a caller may read it straight from
+    geventhttpclient's Headers and fall back to the extractor when it is missing (what
+    NodePortUser does; the recorder trims names, so the value can go there as it is)."""
     spec = (spec or "auto").strip()
     kind, _, arg = spec.partition(":")
     if kind == "auto":
         return _auto
     if kind == "header" and arg:
-        return lambda headers, body: _clean(_header(headers, arg))
+        return _with_header(lambda reply: _clean(_header(reply.headers, arg)), arg.lower())
     if kind == "json" and arg:
         path = arg.split(".")
-        return lambda headers, body: _clean(_json_field(body, path))
+        return _with_header(lambda reply: _clean(_json_field(reply.content, path)), None)
     if kind == "body":
-        return lambda headers, body: _clean(_text(body))
+        return _with_header(lambda reply: _clean(_text(reply.content)), None)
     if kind == "regex" and arg:
         try:
             pattern = re.compile(arg)
         except re.error as err:
             raise HarnessError(f"--pod-from regex:{arg} is not a valid regular expression: {err}") \
                 from None
-        return lambda headers, body: _regex(pattern, body)
+        return _with_header(lambda reply: _regex(pattern, reply.content), None)
     raise HarnessError(
         f"--pod-from {spec!r} is not understood; use auto, json:FIELD, header:NAME, body "
         "or regex:PATTERN"
     )
 
 
-def _auto(headers, body):
-    for name in AUTO_HEADERS:
-        value = _header(headers, name)
-        if value:
-            return _clean(value)
-    data = _json(body)
+def _with_header(extractor, header: str | None):
+    extractor.header = header
+    return extractor
+
+
+# geventhttpclient's Headers (what Locust's FastHttpUser replies carry) is a dict keyed by the
+# lower-cased name, holding a (name, value) tuple or a list of them. Its get() is three Python
+# calls: read the dict directly. Extraction runs on every request, in Locust, between ~100 µs
+# of HTTP work that leaves the CPU caches cold, where each call and lookup costs ~4x what it
+# does in a loop: the common case (auto, a header that names the pod) is one function.
+_INDEXED: set[type] = set()
+_NOT_INDEXED: set[type] = {type(None), dict}
+_AUTO_KEYS = tuple(name.lower() for name in AUTO_HEADERS)
+_dict_get = dict.get
+
+
+def _auto(reply):
+    headers = reply.headers
+    if type(headers) in _INDEXED or _is_indexed(headers):
+        for key in _AUTO_KEYS:
+            value = _dict_get(headers, key)
+            if value is not None:
+                value = value[1] if type(value) is tuple else _first(value)
+                if value:
+                    if type(value) is not str:
+                        return None
+                    value = value.strip()
+                    return value if value and len(value) <= MAX_POD_NAME else None
+    else:
+        for name in AUTO_HEADERS:
+            value = _header(headers, name)
+            if value:
+                return _clean(value)
+    data = _json(reply.content)
     if isinstance(data, dict):
         for name in AUTO_FIELDS:
             value = data.get(name)
@@ -64,12 +98,35 @@ def _auto(headers, body):
     return None
 
 
+_auto.header = _AUTO_KEYS[0]  # type: ignore[attr-defined]
+
+
+def _is_indexed(headers) -> bool:
+    kind = type(headers)
+    if kind in _NOT_INDEXED:
+        return False
+    indexed = isinstance(headers, dict) and (kind.__module__, kind.__name__) == (
+        "geventhttpclient.header", "Headers")
+    (_INDEXED if indexed else _NOT_INDEXED).add(kind)
+    return indexed
+
+
+def _first(stored) -> str | None:
+    """The first value of a header stored more than once: [(name, value), ...]."""
+    if isinstance(stored, list) and stored and isinstance(stored[0], tuple):
+        return stored[0][1]
+    return None
+
+
 def _header(headers, name: str) -> str | None:
-    # Hot path (every request): `is None`, not `not headers`. geventhttpclient's Headers
-    # computes len() in Python over every stored value, ~0.5 µs a request; an empty or odd
-    # container gives None below anyway (get finds nothing, or raises and is caught).
+    # `is None`, not `not headers`: geventhttpclient's Headers computes len() in Python over
+    # every stored value; an empty or odd container gives None below anyway.
     if headers is None:
         return None
+    if type(headers) in _INDEXED or _is_indexed(headers):
+        value = _dict_get(headers, name.lower())
+        value = value[1] if type(value) is tuple else _first(value)
+        return value if isinstance(value, str) else None
     try:
         value = headers.get(name)
         if value is None:

@@ -18,6 +18,7 @@ import pytest
 from harness.errors import ReportError
 from harness.recorder import (
     _TABLE,
+    BATCH,
     BUCKETS,
     OTHER_POD,
     SERIES_SHIFT,
@@ -192,6 +193,55 @@ def test_per_second_series_and_a_clock_that_steps_back():
     assert data["start"] == 100.5 and data["end"] == 102.0
 
 
+def test_queued_requests_keep_their_own_time_and_order():
+    # record() queues; reads account the queue. A request belongs to the second it finished
+    # in, not the one it was accounted in; a connection ended between requests splits them.
+    clock = Clock(100.2)
+    recorder = SpreadRecorder(POD_NODES, clock)
+    for t in (100.2, 100.9, 101.1):
+        clock.t = t
+        recorder.record("node-1", "pod-0", 1.0, None, "a")
+    recorder.end_connection("a")
+    recorder.record("node-1", "pod-1", 1.0, None, "a")
+    recorder.record("node-1", "pod-1", 1.0, None, "a")
+    clock.t = 500.0
+    data = recorder.to_dict()
+    rows = [(r["t"], r["requests"]) for r in data["series"]["node-1"]]
+    assert rows == [(100, 2), (101, 3)]
+    assert data["end"] == 101.1
+    conns = data["connections"]
+    assert conns["tracked"] == 2
+    assert conns["requests_per_connection"] == [[2, 1], [3, 1]]
+    # Across batch boundaries nothing is lost or counted twice.
+    recorder.drain(final=True)
+    for i in range(3 * BATCH + 7):
+        recorder.record("node-2", f"pod-{i % 3}", 1.0)
+    assert recorder.totals() == {"requests": 3 * BATCH + 7, "successes": 3 * BATCH + 7,
+                                 "failures": 0}
+
+
+def test_pod_names_are_trimmed_once_per_spelling():
+    # The recorder takes a name as the reply gave it (Locust's header value, untouched on
+    # the hot path) and trims it when it first sees that spelling.
+    recorder = SpreadRecorder(POD_NODES, Clock(), max_pods=5)
+    for pod in (" pod-0 ", "pod-0", "pod-0\t", "", "   ", "x" * 300, None, "pod-0"):
+        recorder.record("node-1", pod, 1.0, None, "c1")
+    data = recorder.to_dict()
+    assert data["entry_nodes"]["node-1"]["pods"] == {"pod-0": 4, UNKNOWN_POD: 4}
+    assert data["pods"]["pod-0"]["successes"] == 4
+    assert data["locality"]["local"]["successes"] == 4
+    assert recorder.totals() == {"requests": 8, "successes": 8, "failures": 0}
+    assert data["connections"]["distinct_pods"] == {"1": 1}  # one pod, however spelled
+    recorder.record("node-1", " pod-0 ", 1.0, "http_500")  # a failed reply that named it
+    assert recorder.to_dict()["pods"]["pod-0"]["failures"] == 1
+    # Spellings are bounded: past max_pods of them, a name is trimmed on every request.
+    for i in range(50):
+        recorder.record("node-1", "pod-1" + " " * (i + 1), 1.0)
+    recorder.flush()
+    assert len(recorder._entry["node-1"].cells) <= 2 + 1 + 5
+    assert recorder.to_dict()["entry_nodes"]["node-1"]["pods"]["pod-1"] == 50
+
+
 def test_pod_names_beyond_the_cap_fold_into_other():
     recorder = SpreadRecorder({}, Clock(), max_pods=5)
     for i in range(100):
@@ -238,6 +288,7 @@ def test_connection_tracking_is_bounded_and_oldest_finish_first():
     for connection in range(1000):
         recorder.record("node-1", "pod-0", 1.0, None, connection)
         recorder.record("node-1", "pod-1", 1.0, None, connection)
+        recorder.flush()  # account the queue before looking at the live connections
         assert len(recorder._live) <= 100
     assert 0 not in recorder._live and 999 in recorder._live
     conns = recorder.to_dict()["connections"]
@@ -402,6 +453,7 @@ def test_raw_writer_writes_every_request_as_gzip_csv(tmp_path):
     clock.t = 10.5
     recorder.record("node-1", "pod-1", 2.5, None, (1, "node-1", 0))
     recorder.record("node-2", None, 3.0, "timeout")
+    recorder.record("node-1", " pod-0 ", 1.0)  # as the reply spelled it: trimmed
     assert not path.exists()  # written atomically on close
     recorder.close()
     with gzip.open(path, "rt", newline="") as handle:
@@ -410,5 +462,6 @@ def test_raw_writer_writes_every_request_as_gzip_csv(tmp_path):
     assert rows[1] == ["10.000000", "node-1", "pod-0", "node-1", "0", "1.250", "", "7"]
     assert rows[2][2:5] == ["pod-1", "node-2", "1"]
     assert rows[3][1:] == ["node-2", UNKNOWN_POD, "", "", "3.000", "timeout", ""]
-    assert len(rows) == 4
+    assert rows[4][1:5] == ["node-1", "pod-0", "node-1", "0"]
+    assert len(rows) == 5
     assert not path.with_name(path.name + ".part").exists()
