@@ -37,12 +37,12 @@ def make_extractor(spec: str) -> Extractor:
     if kind == "auto":
         return _auto
     if kind == "header" and arg:
-        return _with_header(lambda reply: _clean(_header(reply.headers, arg)), arg.lower())
+        return _with_header(lambda reply: clean_pod_name(_header(reply.headers, arg)), arg.lower())
     if kind == "json" and arg:
         path = arg.split(".")
-        return _with_header(lambda reply: _clean(_json_field(reply.content, path)), None)
+        return _with_header(lambda reply: clean_pod_name(_json_field(reply.content, path)), None)
     if kind == "body":
-        return _with_header(lambda reply: _clean(_text(reply.content)), None)
+        return _with_header(lambda reply: clean_pod_name(_text(reply.content)), None)
     if kind == "regex" and arg:
         try:
             pattern = re.compile(arg)
@@ -63,42 +63,28 @@ def _with_header(extractor, header: str | None):
 
 # geventhttpclient's Headers (what Locust's FastHttpUser replies carry) is a dict keyed by the
 # lower-cased name, holding a (name, value) tuple or a list of them. Its get() is three Python
-# calls: read the dict directly. Extraction runs on every request, in Locust, between ~100 µs
-# of HTTP work that leaves the CPU caches cold, where each call and lookup costs ~4x what it
-# does in a loop: the common case (auto, a header that names the pod) is one function.
+# calls per lookup: _header reads the dict directly.
 _INDEXED: set[type] = set()
 _NOT_INDEXED: set[type] = {type(None), dict}
-_AUTO_KEYS = tuple(name.lower() for name in AUTO_HEADERS)
 _dict_get = dict.get
 
 
 def _auto(reply):
     headers = reply.headers
-    if type(headers) in _INDEXED or _is_indexed(headers):
-        for key in _AUTO_KEYS:
-            value = _dict_get(headers, key)
-            if value is not None:
-                value = value[1] if type(value) is tuple else _first(value)
-                if value:
-                    if type(value) is not str:
-                        return None
-                    value = value.strip()
-                    return value if value and len(value) <= MAX_POD_NAME else None
-    else:
-        for name in AUTO_HEADERS:
-            value = _header(headers, name)
-            if value:
-                return _clean(value)
+    for name in AUTO_HEADERS:
+        value = _header(headers, name)
+        if value:
+            return clean_pod_name(value)
     data = _json(reply.content)
     if isinstance(data, dict):
         for name in AUTO_FIELDS:
             value = data.get(name)
             if isinstance(value, str) and value:
-                return _clean(value)
+                return clean_pod_name(value)
     return None
 
 
-_auto.header = _AUTO_KEYS[0]  # type: ignore[attr-defined]
+_auto.header = AUTO_HEADERS[0].lower()  # type: ignore[attr-defined]
 
 
 def _is_indexed(headers) -> bool:
@@ -181,10 +167,11 @@ def _regex(pattern: re.Pattern, body) -> str | None:
     match = pattern.search(text)
     if not match:
         return None
-    return _clean(match.group(1) if match.groups() else match.group(0))
+    return clean_pod_name(match.group(1) if match.groups() else match.group(0))
 
 
-def _clean(value) -> str | None:
+def clean_pod_name(value) -> str | None:
+    """A pod name trimmed; None when blank or longer than a DNS name."""
     if value is None:
         return None
     value = str(value).strip()

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ReportError
-from harness.extract import MAX_POD_NAME
+from harness.extract import clean_pod_name
 
 SPREAD_SCHEMA = "nodeport-harness/spread/v1"
 UNKNOWN_POD = "unknown"
@@ -758,8 +758,7 @@ class SpreadRecorder:
 
 def _trimmed(name: object) -> str:
     """A pod name as a reply gave it, trimmed; blank or longer than a DNS name: unknown."""
-    clean = name.strip() if isinstance(name, str) else ""
-    return clean if clean and len(clean) <= MAX_POD_NAME else UNKNOWN_POD
+    return (clean_pod_name(name) if isinstance(name, str) else None) or UNKNOWN_POD
 
 
 def _distinct(cells: Mapping[str, _Cell]) -> Iterable[_Cell]:
