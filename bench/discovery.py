@@ -11,7 +11,7 @@ over ``--reps`` repetitions (after one warm-up of each), times as fresh subproce
   every node into models, and ``read_namespaced_service``.
 
 Goals: median (a) < 2 s, (a)/(b) <= 0.5. Then, once each, where (a)'s time goes (phases
-timed in one fresh process), the import cost of ``harness.plugin`` (what a Locust process
+timed in one fresh process), the import cost of ``harness.plugin.listeners`` (what a Locust process
 pays; no web UI module of ours, no kubernetes) and, in a real master + worker run against a
 small lab, whether the worker imports kubernetes (it should not: the master sends it the
 target). Prints JSON lines; the lab and the measured processes are pinned to different
@@ -103,11 +103,12 @@ import json, sys, time
 t0 = time.perf_counter()
 import locust
 t1 = time.perf_counter()
-import harness.plugin
+import harness.plugin.listeners
 t2 = time.perf_counter()
 mods = sys.modules
 print(json.dumps({"locust_s": t1 - t0, "harness_plugin_s": t2 - t1,
-                  "kubernetes": "kubernetes" in mods, "harness_webui": "harness.webui" in mods,
+                  "kubernetes": "kubernetes" in mods,
+                  "harness_webui": "harness.plugin.webui" in mods,
                   "flask_by_locust": "flask" in mods, "yaml": "yaml" in mods,
                   "plotly": "plotly" in mods, "jinja2": "jinja2" in mods}))
 """
@@ -220,7 +221,7 @@ def worker_imports(cores: set[int] | None) -> None:
     """A real distributed run (1 master, 1 worker): does the worker import kubernetes?"""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    locustfile = str(ROOT / "harness" / "locustfile.py")
+    locustfile = str(ROOT / "harness" / "plugin" / "locustfile.py")
     with LabCluster(nodes=2, pods=2) as lab, \
             tempfile.TemporaryDirectory(prefix="bench-discovery-") as tmp:
         master = subprocess.Popen(

@@ -3,7 +3,7 @@
 Starts a one-pod lab and drives its pod directly (pod IP:8080, not through the node proxy)
 with real ``locust --headless`` subprocesses (one process, N users, fixed duration): the
 bare user (bench/bare_locustfile.py: the same request, nothing else) and NodePortUser
-(harness/locustfile.py with an inventory whose one "node" is the pod's address and nodePort
+(harness/plugin/locustfile.py with an inventory whose one "node" is the pod's address and nodePort
 8080, so the full plugin path runs: pod extraction from X-Served-By, recording, reports).
 The Locust processes and the lab are pinned to different cores when there are two or more.
 
@@ -87,7 +87,8 @@ def locust_argv(kind: str, users: int, seconds: int, host: str, inventory: Path,
             "--json-file", str(work / name)]
     if kind in ("bare", "naive"):
         return argv + ["-f", str(BENCH / f"{kind}_locustfile.py"), "-H", host]
-    return argv + ["-f", str(ROOT / "harness" / "locustfile.py"), "--inventory", str(inventory),
+    return argv + ["-f", str(ROOT / "harness" / "plugin" / "locustfile.py"),
+                   "--inventory", str(inventory),
                    "--report-dir", str(work / "reports"), "--run-id", name,
                    "--plotlyjs", "cdn"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.recorder import SpreadRecorder  # noqa: E402
+from harness.core.recorder import SpreadRecorder  # noqa: E402
 
 NODES = ["node-1", "node-2", "node-3"]
 POD_NODES = {f"pod-{i}": NODES[i % 3] for i in range(6)}

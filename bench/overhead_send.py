@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from locust.env import Environment  # noqa: E402 (imports gevent and patches, as Locust does)
 
-from harness.extract import make_extractor  # noqa: E402
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target  # noqa: E402
-from harness.plugin import HarnessRun  # noqa: E402
-from harness.recorder import SpreadRecorder  # noqa: E402
-from harness.traffic import NodePortUser, classify_failure  # noqa: E402
+from harness.core.extract import make_extractor  # noqa: E402
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target  # noqa: E402
+from harness.core.recorder import SpreadRecorder  # noqa: E402
+from harness.plugin.listeners import HarnessRun  # noqa: E402
+from harness.plugin.users import NodePortUser, classify_failure  # noqa: E402
 
 
 class StubClient:

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target
-from harness.recorder import SpreadRecorder
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
+from harness.core.recorder import SpreadRecorder
 from harness.report.build import OUTPUTS, build_report
 from harness.report.files import write_json_atomic
 

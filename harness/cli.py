@@ -16,14 +16,14 @@ from harness.errors import HarnessError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "lab": ("harness.lab.command", "run the embedded lab cluster on loopback (and its faults)"),
-    "discover": ("harness.discovery_cmd", "show the nodes, NodePort and pods of a Service"),
-    "expose": ("harness.discovery_cmd", "patch a Service to type NodePort or LoadBalancer"),
-    "run": ("harness.run_cmd", "run a headless load test and write a report folder"),
-    "report": ("harness.report.command", "re-render a run folder's reports from saved data"),
-    "compare": ("harness.report.command", "one page comparing several run folders"),
-    "demo": ("harness.demo", "the 'why you need a LoadBalancer' demo on the lab"),
-    "capacity": ("harness.capacity", "step-load capacity planning"),
+    "lab": ("harness.commands.lab", "run the embedded lab cluster on loopback (and its faults)"),
+    "discover": ("harness.commands.discover", "show the nodes, NodePort and pods of a Service"),
+    "expose": ("harness.commands.discover", "patch a Service to type NodePort or LoadBalancer"),
+    "run": ("harness.commands.run", "run a headless load test and write a report folder"),
+    "report": ("harness.commands.report", "re-render a run folder's reports from saved data"),
+    "compare": ("harness.commands.report", "one page comparing several run folders"),
+    "demo": ("harness.commands.demo", "the 'why you need a LoadBalancer' demo on the lab"),
+    "capacity": ("harness.commands.capacity", "step-load capacity planning"),
 }
 
 

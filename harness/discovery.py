@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
 from harness.errors import DiscoveryError
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target
 
 ADDRESS_TYPES = ("auto", "ExternalIP", "InternalIP")
 CONTROL_PLANE_ROLES = ("control-plane", "master")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.discovery_cmd import add_target_arguments
+from harness.commands.discover import add_target_arguments
 
 ENTRY_STRATEGIES = ("all", "random", "single", "sticky", "lb")
 CONNECTION_MODES = ("keepalive", "close")

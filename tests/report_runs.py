@@ -6,8 +6,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target
-from harness.recorder import SpreadRecorder
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
+from harness.core.recorder import SpreadRecorder
 from harness.report.files import write_json_atomic
 
 T0 = 1_700_000_000.0

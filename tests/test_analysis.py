@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from harness.analysis import (
+from harness.core.analysis import (
     SUMMARY_SCHEMA,
     chi_square_uniform,
     coefficient_of_variation,
@@ -20,9 +20,9 @@ from harness.analysis import (
     plan_capacity,
     summarize,
 )
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
+from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target
-from harness.recorder import SpreadRecorder
 
 START = 1_700_000_000.0
 NODES = ("node-1", "node-2", "node-3")

@@ -17,7 +17,7 @@ import pytest
 from report_runs import HOSTILE_PODS, make_target
 
 from harness import cli
-from harness.capacity import (
+from harness.commands.capacity import (
     add_capacity_options,
     analyse_capacity,
     default_pacing,
@@ -27,8 +27,8 @@ from harness.capacity import (
     step_loads,
     users_for_rate,
 )
+from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
-from harness.recorder import SpreadRecorder
 from harness.report.build import build_report
 from harness.report.files import write_json_atomic
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from harness.core.model import Target
 from harness.discovery import (
     DiscoveryOptions,
     build_target,
@@ -12,7 +13,6 @@ from harness.discovery import (
     load_inventory,
 )
 from harness.errors import DiscoveryError
-from harness.model import Target
 
 
 def node(name, *, external=None, internal="10.0.0.1", ready=True, roles=("worker",), zone=None):

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.core.extract import make_extractor
 from harness.errors import HarnessError
-from harness.extract import make_extractor
 
 BODY = json.dumps({"host": "pod-json", "hostname": "h", "pod": "p", "meta": {"pod": "deep"}})
 

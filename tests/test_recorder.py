@@ -15,8 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from harness.errors import ReportError
-from harness.recorder import (
+from harness.core.recorder import (
     _TABLE,
     BATCH,
     BUCKETS,
@@ -32,6 +31,7 @@ from harness.recorder import (
     failure_kind,
     percentiles,
 )
+from harness.errors import ReportError
 
 POD_NODES = {f"pod-{i}": f"node-{i % 3 + 1}" for i in range(6)}
 NODES = ["node-1", "node-2", "node-3"]
@@ -75,7 +75,7 @@ def feed(recorder: SpreadRecorder, clock: Clock, rows) -> None:
 
 # -- purity ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", ["harness.recorder", "harness.analysis"])
+@pytest.mark.parametrize("module", ["harness.core.recorder", "harness.core.analysis"])
 def test_pure_core_imports_no_locust_gevent_or_kubernetes(module):
     code = (
         f"import sys, {module}\n"

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from report_runs import HOSTILE_PODS, make_run
 
-from harness.analysis import SUMMARY_SCHEMA
 from harness.cli import main
+from harness.core.analysis import SUMMARY_SCHEMA
+from harness.core.text import redact_command
 from harness.errors import ReportError
-from harness.report import tables
+from harness.report import csvs as tables
 from harness.report.build import OUTPUTS, build_report
 from harness.report.compare import build_compare
-from harness.report.fmt import redact_command
 from harness.report.html import script_json
 from harness.report.junit import xml_text
 from harness.report.markdown import md

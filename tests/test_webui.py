@@ -13,9 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness.model import Endpoint, Node, ServiceInfo, ServicePort, Target
-from harness.recorder import SpreadRecorder
-from harness.webui import (
+from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
+from harness.core.recorder import SpreadRecorder
+from harness.plugin.webui import (
     FINDINGS_KEY,
     MAX_POD_COLUMNS,
     TAB_KEY,
@@ -201,11 +201,11 @@ ROUTES_SCRIPT = textwrap.dedent('''
     import json, sys
     from locust.argument_parser import get_parser
     from locust.env import Environment
-    import harness.plugin as plugin  # registers our options on Locust's parser
-    from harness import webui
-    from harness.model import Target
-    from harness.recorder import SpreadRecorder
-    from harness.traffic import NodePortUser
+    import harness.plugin.listeners as plugin  # registers our options on Locust's parser
+    from harness.plugin import webui
+    from harness.core.model import Target
+    from harness.core.recorder import SpreadRecorder
+    from harness.plugin.users import NodePortUser
 
     target = Target.from_dict(json.loads(sys.argv[1]))
     out = {}
@@ -287,7 +287,8 @@ def test_routes_in_a_locust_web_ui(tmp_path):
 
 
 def test_importing_the_view_does_not_import_locust():
-    code = "import sys, harness.webui; print('locust' in sys.modules, 'gevent' in sys.modules)"
+    code = ("import sys, harness.plugin.webui; "
+            "print('locust' in sys.modules, 'gevent' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     assert proc.stdout.split() == ["False", "False"], proc.stderr

@@ -46,6 +46,7 @@ from harness.lab.apiobjects import (
     stable_uid,
     status,
 )
+from harness.lab.apitables import make_table, wants_table
 from harness.lab.openapi import (
     CORE_RESOURCES,
     GROUPS,
@@ -67,7 +68,6 @@ from harness.lab.selectors import (
     parse_label_selector,
 )
 from harness.lab.state import LabApiError, LabNode, LabState
-from harness.lab.tables import make_table, wants_table
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.analysis import evaluate_thresholds, summarize
+from harness.core import text as fmt
+from harness.core.analysis import evaluate_thresholds, summarize
 from harness.errors import ReportError
-from harness.report import charts, fmt, tables
+from harness.report import charts
+from harness.report import csvs as tables
 from harness.report.files import write_text_atomic
 from harness.report.html import SEVERITIES, figures_json, plotly_loader, render
 from harness.report.junit import junit_xml
-from harness.report.load import RunData, load_run
 from harness.report.markdown import summary_markdown
+from harness.report.rundir import RunData, load_run
 
 OUTPUTS = ("index.html", "summary.json", "summary.md", "junit.xml", "nodes.csv", "pods.csv",
            "timeseries.csv")
@@ -55,7 +57,7 @@ def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any
     # -- capacity runs (`nodeport-harness capacity`): their own page, linked from summary.md
     capacity = None
     if data.run.get("capacity"):
-        from harness.report.capacity import build_capacity
+        from harness.report.capacity_page import build_capacity
 
         capacity = build_capacity(data, plotlyjs=plotlyjs)
         files.update(capacity["files"])

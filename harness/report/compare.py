@@ -15,7 +15,7 @@ from harness.report import charts
 from harness.report.build import analyse, finite, verdict
 from harness.report.files import write_json_atomic, write_text_atomic
 from harness.report.html import figures_json, plotly_loader, render
-from harness.report.load import load_run
+from harness.report.rundir import load_run
 
 COMPARE_SCHEMA = "nodeport-harness/compare/v1"
 KEY_FINDINGS = 4

@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from harness.core import text as fmt
 from harness.errors import ReportError
-from harness.report import fmt
 from harness.report.files import write_text_atomic
 
 PLOTLYJS_MODES = ("inline", "directory", "cdn")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.report import fmt
+from harness.core import text as fmt
 
 ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "ok": "🟢"}
 MAX_POD_ROWS = 50  # a step summary is capped (1 MiB on GitHub): the CSV holds them all

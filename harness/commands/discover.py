@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.core.model import Target
 from harness.discovery import ADDRESS_TYPES, DiscoveryOptions, KubeApi, discover
 from harness.errors import DiscoveryError
-from harness.model import Target
 
 
 def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None:

@@ -15,15 +15,15 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness import __version__
-from harness.capacity import analyse_capacity
+from harness.commands.capacity import analyse_capacity
+from harness.core import text as fmt
 from harness.errors import HarnessError, ReportError
-from harness.report import fmt
 from harness.report.charts import label
+from harness.report.csvs import to_csv
 from harness.report.files import write_text_atomic
 from harness.report.html import figures_json, plotly_loader, render
-from harness.report.load import RunData
 from harness.report.markdown import md
-from harness.report.tables import to_csv
+from harness.report.rundir import RunData
 
 STEP_FIELDS = (
     "step", "users", "offered_rps", "paced_users", "start", "end", "window_s", "requests",

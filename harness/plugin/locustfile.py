@@ -3,6 +3,6 @@
 Importing NodePortUser registers the plugin (options, discovery, recording, reports).
 """
 
-from harness.traffic import NodePortUser
+from harness.plugin.users import NodePortUser
 
 __all__ = ["NodePortUser"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.model import Target
+from harness.core.model import Target
 
 
 def node_pod_table(spread: dict, target: Target | None = None) -> str:

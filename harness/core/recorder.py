@@ -68,8 +68,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.core.extract import clean_pod_name
 from harness.errors import ReportError
-from harness.extract import clean_pod_name
 
 SPREAD_SCHEMA = "nodeport-harness/spread/v1"
 UNKNOWN_POD = "unknown"

@@ -19,10 +19,10 @@ import time
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from harness import plugin
+from harness.core.model import Target
 from harness.errors import HarnessError
-from harness.model import Target
 from harness.options import ENTRY_STRATEGIES
+from harness.plugin import listeners as plugin
 
 _user_ids = itertools.count(1)
 _session_ids = itertools.count(1)

@@ -29,12 +29,12 @@ from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from harness import __version__
-from harness.discovery_cmd import target_source
+from harness.commands.discover import target_source
+from harness.core.extract import make_extractor
+from harness.core.model import Target
+from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
-from harness.extract import make_extractor
-from harness.model import Target
 from harness.options import add_harness_options
-from harness.recorder import SpreadRecorder
 
 log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
@@ -118,7 +118,7 @@ def on_init(environment, **_kwargs) -> None:
     _check_report_dir(options.report_dir)
     _discover(run, options)
     if environment.web_ui is not None:
-        from harness import webui
+        from harness.plugin import webui
 
         webui.install(environment, run)
     if not environment.stop_timeout:
@@ -214,7 +214,7 @@ def _discover(run: HarnessRun, options) -> None:
 def _check_entry(target: Target, options) -> None:
     """--entry lb without a LoadBalancer, --node NAME that is not a node: say so now, not as
     a traceback in Locust's spawner for every user."""
-    from harness.traffic import entry_plan
+    from harness.plugin.users import entry_plan
 
     entry_plan(target, options.entry, 0, options.node or None)
 
@@ -241,7 +241,7 @@ def on_test_start(environment, **_kwargs) -> None:
     run.extractor = make_extractor(options.pod_from)
     raw = None
     if options.raw and run.role != "master":
-        from harness.recorder import RawWriter
+        from harness.core.recorder import RawWriter
 
         # One file per process: workers must not interleave gzip streams.
         raw = RawWriter(options.raw if run.role == "local" else f"{options.raw}.{os.getpid()}")
@@ -623,7 +623,7 @@ def reproduce_command() -> str:
     """What the user typed (`nodeport-harness run` passes it down), secrets redacted."""
     import shlex
 
-    from harness.report.fmt import redact_command
+    from harness.core.text import redact_command
 
     command = os.environ.get("NODEPORT_HARNESS_COMMAND")
     if not command:
@@ -640,7 +640,7 @@ def _locust_version() -> str:
 
 
 def print_summary(run: HarnessRun, spread: dict) -> None:
-    from harness.summary_table import node_pod_table
+    from harness.report.terminal import node_pod_table
 
     print("", file=sys.stderr)
     print(node_pod_table(spread, run.target), file=sys.stderr)

@@ -133,7 +133,7 @@ def run(args) -> int:
 
 def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users: int,
                   quick: bool) -> None:
-    from harness import run_cmd
+    from harness.commands import run as run_cmd
     from harness.discovery import DiscoveryOptions, KubeApi
 
     if scenario.local_policy:
@@ -169,7 +169,7 @@ def _summary_of(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "summary.json"
     if path.exists():
         return json.loads(path.read_text())
-    from harness.analysis import summarize
+    from harness.core.analysis import summarize
 
     spread = json.loads((run_dir / "spread.json").read_text())
     target = json.loads((run_dir / "target.json").read_text())

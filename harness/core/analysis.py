@@ -43,8 +43,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from harness.errors import HarnessError
-from harness.findings import (
+from harness.core.findings import (
     Row,
     build_findings,
     fraction,
@@ -52,7 +51,7 @@ from harness.findings import (
     number,
     pct,
 )
-from harness.recorder import (
+from harness.core.recorder import (
     OTHER_POD,
     SERIES_SHIFT,
     UNKNOWN_POD,
@@ -62,6 +61,7 @@ from harness.recorder import (
     hist_items,
     percentiles,
 )
+from harness.errors import HarnessError
 
 SUMMARY_SCHEMA = "nodeport-harness/summary/v1"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "max": 1.0}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.recorder import check_spread
 from harness.errors import ReportError
-from harness.recorder import check_spread
 
 HINT = "pass a folder written by nodeport-harness run"
 

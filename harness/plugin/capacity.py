@@ -1,6 +1,6 @@
 """The locustfile `nodeport-harness capacity` runs: NodePortUser under a step-load shape.
 
-Also usable directly: ``locust -f harness/capacity_locustfile.py --headless --lab
+Also usable directly: ``locust -f harness/plugin/capacity.py --headless --lab
 --step-users 5 --max-users 50 --slo-p95-ms 50``. Each step's start and end (epoch), load
 and per-pod successes go into ``run.extra["steps"]`` (so into run.json); the report builder
 turns them, with spread.json's per-second series, into capacity.json, steps.csv and
@@ -26,11 +26,12 @@ from locust.runners import (
     WorkerRunner,
 )
 
+from harness.commands.capacity import StepPlan, add_capacity_options, capacity_settings, make_plan
+from harness.errors import HarnessError
+
 # The module, not the class: Locust runs every User class a locustfile's namespace holds,
 # and NodePortUser itself must not run beside CapacityUser. Importing it registers the plugin.
-from harness import traffic
-from harness.capacity import StepPlan, add_capacity_options, capacity_settings, make_plan
-from harness.errors import HarnessError
+from harness.plugin import users as traffic
 
 ALIGN_SLACK_S = 0.05  # a tick this close to a step boundary counts as on it
 PACING_MSG = "nodeport_capacity_pacing"
@@ -232,7 +233,7 @@ def _on_test_stop(environment, **_kwargs) -> None:
         return
     import json
 
-    from harness.capacity import exit_code_for
+    from harness.commands.capacity import exit_code_for
 
     result = json.loads(path.read_text())
     if exit_code_for(result) and not environment.process_exit_code:

@@ -6,7 +6,7 @@ reply arrives, so a slow server slows the offered load down (coordinated omissio
 under-reported once the server saturates). Open loop (``--step-rps``): a step offers a rate,
 spread over paced users (``constant_throughput`` with a live interval), so the offered load
 holds while each reply arrives within the pacing interval. The shape itself lives in
-``harness/capacity_locustfile.py``; this module holds its options, the pure arithmetic
+``harness/plugin/capacity.py``; this module holds its options, the pure arithmetic
 (step plan, per-step figures from spread.json, the capacity result) and the command.
 
 ``capacity.json`` (``analyse_capacity``), schema ``nodeport-harness/capacity/v1``: ``mode``
@@ -38,7 +38,7 @@ from typing import Any
 from harness.errors import HarnessError
 
 CAPACITY_SCHEMA = "nodeport-harness/capacity/v1"
-LOCUSTFILE = Path(__file__).with_name("capacity_locustfile.py")
+LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "capacity.py"
 MAX_STEPS = 200  # a bounded run: 200 steps of 10 s is already over half an hour
 EDGE_SLACK_S = 0.05  # a step edge this close to a whole second counts as on it
 MIN_MEASURED_S = 2.0  # seconds a step must keep after its settle time
@@ -161,7 +161,7 @@ def default_pacing(slo_p95_ms: float | None) -> float:
 
 def make_plan(options: Any) -> StepPlan:
     """The plan from parsed options (command or Locust), or HarnessError naming the bad one."""
-    from harness.run_cmd import parse_duration
+    from harness.commands.run import parse_duration
 
     closed = options.step_users is not None
     opened = options.step_rps is not None
@@ -252,8 +252,8 @@ def measure_steps(spread: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
     named a pod, every known pod listed), ``unknown_successes``, ``pods_served``, ``jain``
     (fairness over the known pods), ``pod_window_s`` (how long the pod counts cover).
     """
-    from harness.analysis import jain_index
-    from harness.recorder import SERIES_SHIFT, hist_items, percentiles
+    from harness.core.analysis import jain_index
+    from harness.core.recorder import SERIES_SHIFT, hist_items, percentiles
 
     shift = int((spread.get("histogram") or {}).get("series_shift", SERIES_SHIFT))
     seconds: dict[int, list[Any]] = {}  # epoch second -> [requests, failures, {bucket: n}]
@@ -337,7 +337,7 @@ def _pod_figures(step: Mapping[str, Any], known_pods: Sequence[str], jain) -> di
 def analyse_capacity(spread: Mapping[str, Any], run: Mapping[str, Any],
                      target: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """capacity.json's content from a capacity run folder's spread.json, run.json, target.json."""
-    from harness.analysis import plan_capacity
+    from harness.core.analysis import plan_capacity
 
     settings = run.get("capacity")
     if not isinstance(settings, Mapping):
@@ -492,7 +492,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import run_cmd
+    from harness.commands import run as run_cmd
 
     plan = make_plan(args)
     if args.lab and min(args.lab_nodes, args.lab_pods, args.lab_pod_concurrency) < 1:

@@ -77,7 +77,7 @@ def redact_command(command: str) -> str:
 
 def threshold_settings(options: Mapping[str, Any]) -> dict[str, Any]:
     """The thresholds a run was started with (run.json options), in analysis's names."""
-    from harness.analysis import THRESHOLDS
+    from harness.core.analysis import THRESHOLDS
 
     return {name: options.get(name) for name in THRESHOLDS if options.get(name) not in
             (None, False)}

@@ -1,6 +1,6 @@
 """`nodeport-harness run`: a headless Locust run with the harness, as users would start it.
 
-It validates the options, then runs `python -m locust -f harness/locustfile.py --headless`
+It validates the options, then runs `python -m locust -f harness/plugin/locustfile.py --headless`
 in a child process (Locust patches its process with gevent; this one stays plain) and
 passes its exit code through: 0 ok, 1 failures, a breached threshold or a lost worker, 2 usage
 error (or reports that could not be written where asked), 130 interrupted (Ctrl-C), 143
@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.options import add_harness_options, to_argv
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "locustfile.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

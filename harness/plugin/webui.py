@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.model import Target
-from harness.recorder import (
+from harness.core.model import Target
+from harness.core.recorder import (
     OTHER_POD,
     SERIES_BUCKETS,
     SERIES_SHIFT,
@@ -37,7 +37,7 @@ from harness.recorder import (
 )
 
 if TYPE_CHECKING:
-    from harness.plugin import HarnessRun
+    from harness.plugin.listeners import HarnessRun
 
 log = logging.getLogger("nodeport-harness")
 
@@ -285,7 +285,7 @@ def finding_rows(spread: Mapping[str, Any], target: Target | None,
     if not spread.get("totals", {}).get("requests"):
         return [{"name": "00000", "severity": "info", "finding": "No request recorded yet."}]
     try:
-        from harness.analysis import summarize
+        from harness.core.analysis import summarize
     except ImportError as err:  # the analysis is optional for the live tab
         return [{"name": "00000", "severity": "info", "finding": f"Findings unavailable: {err}"}]
     try:
@@ -319,7 +319,7 @@ def live_view(
 def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
     """What ``analysis.summarize`` reads about the run, so far: the run.json the run would
     write now, in the report's own mapping (one mapping, so live and final findings agree)."""
-    from harness.plugin import run_info
+    from harness.plugin.listeners import run_info
     from harness.report.build import analysis_run
 
     info = analysis_run(run_info(run))
@@ -521,7 +521,7 @@ def _install(environment: Any, run: HarnessRun) -> SpreadTab:
 
 def _run_json(run: HarnessRun) -> dict[str, Any]:
     """run.json for a report of the run so far (marked partial while it still runs)."""
-    from harness.plugin import run_info
+    from harness.plugin.listeners import run_info
 
     info = run_info(run)
     if run.stopped is None:

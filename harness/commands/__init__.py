@@ -1,0 +1,1 @@
+"""One module per `nodeport-harness` sub-command. Nothing imports these but the CLI."""
