@@ -4,6 +4,6 @@ The user class and the plugin live in the `harness` package; subclass NodePortUs
 to change the request (or use --path/--method/--body), wait time or weights.
 """
 
-from harness.plugin.users import NodePortUser
+from harness.plugin.locustfile import NodePortUser
 
 __all__ = ["NodePortUser"]

@@ -28,7 +28,7 @@ from locust.env import Environment  # noqa: E402 (imports gevent and patches, as
 from harness.core.extract import make_extractor  # noqa: E402
 from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target  # noqa: E402
 from harness.core.recorder import SpreadRecorder  # noqa: E402
-from harness.plugin.listeners import HarnessRun  # noqa: E402
+from harness.plugin.context import HarnessRun  # noqa: E402
 from harness.plugin.users import NodePortUser, classify_failure  # noqa: E402
 
 

@@ -24,3 +24,7 @@ class LabError(HarnessError):
 
 class ReportError(HarnessError):
     """A run folder could not be read or written."""
+
+
+class DataError(HarnessError):
+    """Saved data (spread.json, run.json, ...) is not in a form this version reads."""

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands.discover import add_target_arguments
-
-ENTRY_STRATEGIES = ("all", "random", "single", "sticky", "lb")
-CONNECTION_MODES = ("keepalive", "close")
-PLOTLYJS_MODES = ("inline", "directory", "cdn")
+from harness.core.runinfo import CONNECTION_MODES, ENTRY_STRATEGIES, PLOTLYJS_MODES
+from harness.targets import add_target_arguments
 
 
 def add_harness_options(parser, *, locust: bool = False) -> None:
     """Add every harness option to `parser` (argparse or Locust's configargparse parser)."""
 
-    def add(*names, ui: bool = True, **kwargs):
-        if locust:
-            kwargs["include_in_web_ui"] = ui
-            # Locust maps only explicit env_var names: --pod-from <- LOCUST_POD_FROM.
-            kwargs["env_var"] = "LOCUST_" + names[-1].lstrip("-").replace("-", "_").upper()
-        parser.add_argument(*names, **kwargs)
+    add = _adder(parser, locust)
 
     add_target_arguments(parser, add=add)
     add("--entry", default="all", choices=ENTRY_STRATEGIES,
@@ -61,6 +53,61 @@ def add_harness_options(parser, *, locust: bool = False) -> None:
         help="threshold: largest share of requests entering one node (0-1)")
     # Set by the master for its workers; it travels in Locust's spawn message.
     add("--nodeport-target", default="", ui=False, help=argparse.SUPPRESS)
+
+
+# dest -> environment variable Locust reads it from (set by the command for its child).
+CAPACITY_OPTIONS = (
+    "step_users", "start_users", "max_users", "step_rps", "start_rps", "max_rps", "step_time",
+    "settle_s", "pacing_s", "slo_p95_ms", "slo_fail_ratio", "target_rps", "headroom",
+    "capacity_lab",
+)
+
+
+def add_capacity_options(parser, *, locust: bool = False) -> None:
+    """The step-load and SLO options, on argparse or on Locust's parser (env LOCUST_*)."""
+
+    add = _adder(parser, locust)
+
+    add("--step-users", type=int, default=None,
+        help="closed loop: users added per step (give this or --step-rps)")
+    add("--start-users", type=int, default=None, help="users in the first step "
+        "(default: --step-users)")
+    add("--max-users", type=int, default=None, help="users in the last step")
+    add("--step-rps", type=float, default=None,
+        help="open loop: requests/s added per step, offered by paced users")
+    add("--start-rps", type=float, default=None,
+        help="rate of the first step (default: --step-rps)")
+    add("--max-rps", type=float, default=None, help="rate of the last step")
+    add("--step-time", default="10s", help="how long each step lasts, e.g. 10s, 1m "
+        "(default %(default)s)")
+    add("--settle-s", type=float, default=1.0,
+        help="seconds at each step's start left out of its figures (default %(default)s)")
+    add("--pacing-s", type=float, default=None,
+        help="open loop: seconds between one user's requests (default: 10 x the p95 SLO, "
+             "0.2-2 s)")
+    add("--slo-p95-ms", type=float, default=None, help="SLO: p95 latency in ms (required)")
+    add("--slo-fail-ratio", type=float, default=0.01,
+        help="SLO: largest failed share of requests (default %(default)s)")
+    add("--target-rps", type=float, default=None,
+        help="requests/s to plan pods for (at the SLO, with --headroom spare)")
+    add("--headroom", type=float, default=0.3,
+        help="share of each pod's measured capacity kept spare (default %(default)s)")
+    # The lab's ground truth, when the command started it (JSON; not for users).
+    add("--capacity-lab", default="", ui=False, help=argparse.SUPPRESS)
+
+
+def _adder(parser, locust: bool):
+    """``add(*names, ui=True, **kwargs)`` for argparse, or for Locust's parser with the
+    web-UI flag and the LOCUST_* variable Locust reads the option from."""
+
+    def add(*names, ui: bool = True, **kwargs):
+        if locust:
+            kwargs["include_in_web_ui"] = ui
+            # Locust maps only explicit env_var names: --pod-from <- LOCUST_POD_FROM.
+            kwargs["env_var"] = "LOCUST_" + names[-1].lstrip("-").replace("-", "_").upper()
+        parser.add_argument(*names, **kwargs)
+
+    return add
 
 
 def harness_dests() -> list[argparse.Action]:

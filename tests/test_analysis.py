@@ -13,13 +13,12 @@ from harness.core.analysis import (
     coefficient_of_variation,
     evaluate_thresholds,
     expected_band,
-    find_knee,
     jain_index,
     max_min_ratio,
     pct,
-    plan_capacity,
     summarize,
 )
+from harness.core.capacity import find_knee, plan_capacity
 from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError

@@ -17,8 +17,7 @@ import pytest
 from report_runs import HOSTILE_PODS, make_target
 
 from harness import cli
-from harness.commands.capacity import (
-    add_capacity_options,
+from harness.core.capacity import (
     analyse_capacity,
     default_pacing,
     exit_code_for,
@@ -29,6 +28,7 @@ from harness.commands.capacity import (
 )
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
+from harness.options import add_capacity_options
 from harness.report.build import build_report
 from harness.report.files import write_json_atomic
 

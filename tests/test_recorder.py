@@ -15,23 +15,25 @@ import types
 import numpy as np
 import pytest
 
-from harness.core.recorder import (
-    _TABLE,
-    BATCH,
+from harness.core.histogram import (
     BUCKETS,
-    OTHER_POD,
+    INDEX_TABLE,
     SERIES_SHIFT,
-    SPREAD_SCHEMA,
-    UNKNOWN_POD,
-    RawWriter,
-    SpreadRecorder,
     bucket_index,
     bucket_of_us,
     bucket_range_us,
-    failure_kind,
     percentiles,
 )
-from harness.errors import ReportError
+from harness.core.recorder import (
+    BATCH,
+    OTHER_POD,
+    SPREAD_SCHEMA,
+    UNKNOWN_POD,
+    SpreadRecorder,
+    failure_kind,
+)
+from harness.errors import DataError
+from harness.plugin.rawfile import RawWriter
 
 POD_NODES = {f"pod-{i}": f"node-{i % 3 + 1}" for i in range(6)}
 NODES = ["node-1", "node-2", "node-3"]
@@ -99,7 +101,7 @@ def test_bucket_layout_is_contiguous_and_table_matches_formula():
         previous_high = high
     assert previous_high == 1 << 37
     step = 97
-    assert all(_TABLE[v] == bucket_of_us(v) for v in range(0, len(_TABLE), step))
+    assert all(INDEX_TABLE[v] == bucket_of_us(v) for v in range(0, len(INDEX_TABLE), step))
     for value in (0, 1, 127, 128, 129, 255, 256, 1000, 131071, 131072, 10**7, 1 << 36):
         low, high = bucket_range_us(bucket_of_us(value))
         assert low <= value < high
@@ -374,10 +376,10 @@ def test_to_dict_from_dict_round_trip_through_json():
 
 def test_merge_refuses_other_schemas():
     recorder = SpreadRecorder(POD_NODES)
-    with pytest.raises(ReportError, match="schema"):
+    with pytest.raises(DataError, match="schema"):
         recorder.merge({"schema": "something/else"})
     bad_layout = {**recorder.to_dict(), "histogram": {"unit": "ms"}}
-    with pytest.raises(ReportError, match="layout"):
+    with pytest.raises(DataError, match="layout"):
         recorder.merge(bad_layout)
 
 

@@ -201,7 +201,8 @@ ROUTES_SCRIPT = textwrap.dedent('''
     import json, sys
     from locust.argument_parser import get_parser
     from locust.env import Environment
-    import harness.plugin.listeners as plugin  # registers our options on Locust's parser
+    import harness.plugin.listeners  # noqa: F401  (registers our options on Locust's parser)
+    from harness.plugin.context import HarnessRun
     from harness.plugin import webui
     from harness.core.model import Target
     from harness.core.recorder import SpreadRecorder
@@ -217,7 +218,7 @@ ROUTES_SCRIPT = textwrap.dedent('''
         if login:
             web_ui.app.secret_key = "test"
             web_ui.login_manager.user_loader(lambda user_id: None)
-        run = plugin.HarnessRun(env, target=target)
+        run = HarnessRun(env, target=target)
         env.nodeport_run = run
         webui.install(env, run)
         client = web_ui.app.test_client()

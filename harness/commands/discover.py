@@ -3,76 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 from harness.core.model import Target
-from harness.discovery import ADDRESS_TYPES, DiscoveryOptions, KubeApi, discover
-from harness.errors import DiscoveryError
-
-
-def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None:
-    """Target options; `add` lets Locust's parser attach its web-UI and env-var settings."""
-    parser = _Adder(add) if add else parser
-    parser.add_argument("--lab", action="store_true", default=lab_default,
-                        help="start the embedded lab cluster for this command and target it")
-    parser.add_argument("--kubeconfig", default=None,
-                        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    parser.add_argument("--context", default=None, help="kubeconfig context to use")
-    parser.add_argument("-n", "--namespace", default=None,
-                        help="namespace of the Service (default: the context's, else default)")
-    parser.add_argument("--service", default="helloworld",
-                        help="Service name (default: %(default)s)")
-    ports = parser
-    ports.add_argument("--port-name", default=None, help="Service port name (multi-port Services)")
-    ports.add_argument("--port", type=int, default=None,
-                       help="Service port number (multi-port Services)")
-    parser.add_argument("--address-type", default="auto", choices=ADDRESS_TYPES,
-                        help="node address to target: auto (ExternalIP, else InternalIP), "
-                             "ExternalIP or InternalIP (default: %(default)s)")
-    parser.add_argument("--inventory", default=None,
-                        help="YAML/JSON inventory file instead of querying a cluster")
-    parser.add_argument("--include-control-plane", action="store_true", default=False,
-                        help="also target control-plane nodes")
-    parser.add_argument("--include-not-ready", action="store_true", default=False,
-                        help="also target NotReady nodes")
-
-
-class _Adder:
-    def __init__(self, add):
-        self.add_argument = add
-
-
-def options_from_args(args) -> DiscoveryOptions:
-    if args.port_name is not None and args.port is not None:
-        raise DiscoveryError("give either --port-name or --port, not both")
-    return DiscoveryOptions(
-        service=args.service, namespace=args.namespace, port_name=args.port_name,
-        port=args.port, address_type=args.address_type,
-        include_control_plane=args.include_control_plane,
-        include_not_ready=args.include_not_ready, kubeconfig=args.kubeconfig,
-        context=args.context, inventory=args.inventory,
-    )
-
-
-@contextlib.contextmanager
-def target_source(args, **lab_options) -> Iterator[DiscoveryOptions]:
-    """Discovery options for the command, with a lab running around it when --lab is given."""
-    opts = options_from_args(args)
-    if not getattr(args, "lab", False):
-        yield opts
-        return
-    if opts.kubeconfig or opts.inventory or opts.context:
-        raise DiscoveryError("--lab cannot be combined with --kubeconfig, --context or --inventory")
-    from harness.lab.cluster import LabCluster
-
-    with LabCluster(**lab_options) as lab:
-        opts.kubeconfig = str(lab.kubeconfig)
-        opts.extra["lab"] = lab  # faults and ground truth for the command that asked
-        yield opts
+from harness.discovery import DiscoveryOptions, KubeApi
+from harness.targets import add_target_arguments, open_target
 
 
 def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,8 +18,8 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_discover(args) -> int:
-    with target_source(args) as opts:
-        target = discover(opts)
+    with open_target(args) as (target, _lab):
+        pass
     if args.output == "json":
         # One write: json.dump with indent streams ~280 k small pieces for 5 000 nodes.
         sys.stdout.write(json.dumps(target.to_dict(), indent=2) + "\n")
@@ -172,9 +108,3 @@ def run_expose(args) -> int:
         print("LoadBalancer ingress: " + ", ".join(i.get("ip") or i.get("hostname", "")
                                                   for i in ingress))
     return 0
-
-
-def save_target(target: Target, run_dir: Path) -> Path:
-    from harness.report.files import write_json_atomic
-
-    return write_json_atomic(run_dir / "target.json", target.to_dict())

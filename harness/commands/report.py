@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.report.html import PLOTLYJS_MODES
+from harness.core.runinfo import PLOTLYJS_MODES
 
 PLOTLYJS_HELP = ("plotly.js in the page: inline (works offline, ~5 MB), directory (one shared "
                  "../plotly.min.js beside the run folders) or cdn (small, needs the internet); "

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.core.text import parse_duration
 from harness.errors import HarnessError
 from harness.options import add_harness_options, to_argv
 
@@ -62,22 +63,6 @@ def validate(args) -> None:
     from harness.report.files import check_writable
 
     check_writable(args.report_dir)
-
-
-def parse_duration(text: str) -> float:
-    """'90', '30s', '2m', '1h30m' -> seconds (Locust's --run-time format)."""
-    import re
-
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
-    if not text or not parts or not any(parts.groups()):
-        raise HarnessError(
-            f"-t/--run-time {text!r} is not a duration; use e.g. 30s, 2m or 1h30m"
-        )
-    h, m, s = (int(g) if g else 0 for g in parts.groups())
-    return float(h * 3600 + m * 60 + s)
 
 
 def locust_argv(args) -> list[str]:

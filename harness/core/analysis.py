@@ -37,36 +37,33 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scipy import stats as scipy_stats
 
+from harness.core.faults import UNDO_ACTIONS, parse_marker
 from harness.core.findings import (
     Row,
     build_findings,
     fraction,
     ms,
-    number,
     pct,
 )
-from harness.core.recorder import (
-    OTHER_POD,
+from harness.core.histogram import (
     SERIES_SHIFT,
-    UNKNOWN_POD,
     bucket_range_us,
     bucket_value_ms,
-    check_spread,
     hist_items,
     percentiles,
 )
+from harness.core.recorder import OTHER_POD, UNKNOWN_POD, check_spread
+from harness.core.runinfo import THRESHOLDS
 from harness.errors import HarnessError
 
 SUMMARY_SCHEMA = "nodeport-harness/summary/v1"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "max": 1.0}
 MIN_SAMPLES = 30  # below this a percentile difference is noise, not a cost
-UNDO_ACTIONS = ("up",)
 
 
 
@@ -381,9 +378,6 @@ def _second(t: int, requests: int, failures: int, hist: Any) -> Row:
     }
 
 
-_MARKER = re.compile(r"^(?:(node|pod)[\s:/]+)?(\S+)\s+(down|up|kill|killed|delete)$", re.I)
-
-
 def _faults(
     spread: Mapping[str, Any], target: Mapping[str, Any], run: Mapping[str, Any],
     start: float | None, markers: list[Row],
@@ -392,12 +386,9 @@ def _faults(
     faults = [dict(f) for f in run.get("faults", ())]
     if not faults:  # fall back on markers such as "node-2 down"
         for marker in markers:
-            match = _MARKER.match(marker["label"].strip())
-            if match:
-                kind, name, action = match.groups()
-                kind = kind or ("node" if name in node_names or not node_names else "pod")
-                faults.append({"t": marker["t"], "kind": kind.lower(), "name": name,
-                               "action": action.lower()})
+            fault = parse_marker(marker["label"], marker["t"], node_names)
+            if fault is not None:
+                faults.append(fault.to_dict())
     faults.sort(key=lambda f: f["t"])
     if start is None:
         return faults
@@ -457,17 +448,6 @@ def _faults(
 
 # -- thresholds ------------------------------------------------------------------------------
 
-THRESHOLDS = {
-    # name: what it limits, as the result's text names it
-    "max_fail_ratio": "failure ratio",
-    "max_p95_ms": "p95 latency",
-    "max_p99_ms": "p99 latency",
-    "min_fairness": "Jain's fairness index",
-    "require_all_pods": "pods without traffic",
-    "max_node_share": "largest entry-node share",
-}
-
-
 def evaluate_thresholds(
     summary: Mapping[str, Any], thresholds: Mapping[str, Any]
 ) -> list[Row]:
@@ -513,146 +493,8 @@ def _threshold(s: Mapping[str, Any], name: str, limit: Any) -> tuple[Any, bool, 
     return value, value is not None and value <= limit, pct(value), f"≤ {pct(limit)}"
 
 
-# -- capacity --------------------------------------------------------------------------------
-
-def find_knee(
-    steps: Sequence[Mapping[str, Any]],
-    slo_p95_ms: float,
-    max_fail_ratio: float = 0.01,
-    min_gain: float = 0.05,
-) -> dict[str, Any]:
-    """Annotate step-load results (in increasing load) and find where capacity ends.
-
-    ``knee_index``: the last step of the first run of steps meeting the SLO (p95 and failure
-    ratio), so a lucky step after a breach does not count. ``plateau_index``: the first step
-    whose throughput grew less than ``min_gain`` over the previous one.
-    """
-    annotated = []
-    previous_rps = None
-    for step in steps:
-        row = dict(step)
-        duration = row.get("duration_s") or 0
-        if row.get("rps") is None:
-            row["rps"] = row["requests"] / duration if duration else 0.0
-        row["load"] = row.get("users", row.get("rate"))
-        row["fail_ratio"] = fraction(row.get("failures", 0), row.get("requests", 0)) or 0.0
-        row["meets_slo"] = (row.get("p95") is not None and row["p95"] <= slo_p95_ms
-                            and row["fail_ratio"] <= max_fail_ratio)
-        row["gain"] = (row["rps"] / previous_rps - 1) if previous_rps else None
-        previous_rps = row["rps"]
-        annotated.append(row)
-    knee = None
-    for index, row in enumerate(annotated):
-        if not row["meets_slo"]:
-            break
-        knee = index
-    plateau = next((i for i, r in enumerate(annotated)
-                    if r["gain"] is not None and r["gain"] < min_gain), None)
-    return {
-        "steps": annotated,
-        "slo_p95_ms": slo_p95_ms,
-        "max_fail_ratio": max_fail_ratio,
-        "min_gain": min_gain,
-        "knee_index": knee,
-        "knee": annotated[knee] if knee is not None else None,
-        "breach_index": (knee + 1 if knee is not None and knee + 1 < len(annotated)
-                         else 0 if knee is None and annotated else None),
-        "plateau_index": plateau,
-        "peak_rps": max((r["rps"] for r in annotated), default=None),
-        "capacity_rps": annotated[knee]["rps"] if knee is not None else None,
-    }
-
-
-def plan_capacity(
-    steps: Sequence[Mapping[str, Any]],
-    *,
-    pods: int,
-    slo_p95_ms: float,
-    nodes: int | None = None,
-    target_rps: float | None = None,
-    headroom: float = 0.3,
-    max_fail_ratio: float = 0.01,
-    min_gain: float = 0.05,
-) -> dict[str, Any]:
-    """Capacity per pod and per node at the knee, and pods needed for ``target_rps`` when
-    each pod may run at most ``1 - headroom`` of its measured capacity."""
-    if not 0 <= headroom < 1:
-        raise HarnessError(f"headroom {headroom} must be in [0, 1): e.g. 0.3 keeps 30 % spare")
-    result = find_knee(steps, slo_p95_ms, max_fail_ratio, min_gain)
-    slo = f"p95 ≤ {ms(slo_p95_ms)} and failures ≤ {pct(max_fail_ratio)}"
-    knee, capacity = result["knee"], result["capacity_rps"]
-    per_pod = capacity / pods if capacity is not None and pods else None
-    per_node = capacity / nodes if capacity is not None and nodes else None
-    result.update({"pods": pods, "nodes": nodes, "target_rps": target_rps,
-                   "headroom": headroom, "capacity_per_pod": per_pod,
-                   "capacity_per_node": per_node, "pods_needed": None, "nodes_needed": None})
-    steps_out = result["steps"]
-    if not steps_out:
-        result["reasoning"] = "No steps were recorded, so there is no capacity to report."
-        return result
-    if knee is None:
-        first = steps_out[0]
-        result["reasoning"] = (
-            f"Even the first step ({_load(first)}, {_rate(first['rps'])}) broke the SLO "
-            f"({_why(first, slo_p95_ms, max_fail_ratio)}): capacity is below it; start the "
-            "steps lower.")
-        return result
-    parts = [f"The highest step meeting the SLO ({slo}) ran {_load(knee)} at "
-             f"{_rate(knee['rps'])} with p95 {ms(knee.get('p95'))}"]
-    breach = result["breach_index"]
-    if breach is not None:
-        parts[-1] += (f"; the next ({_load(steps_out[breach])}) broke it "
-                      f"({_why(steps_out[breach], slo_p95_ms, max_fail_ratio)})")
-    else:
-        parts[-1] += "; no step broke it, so the true limit is higher than measured"
-    parts.append(f"With {pods} pods that is {_rate(per_pod)} per pod"
-                 + (f" ({_rate(per_node)} per node over {nodes} nodes)" if nodes else ""))
-    plateau = result["plateau_index"]
-    if plateau is not None:
-        gain = steps_out[plateau]["gain"]
-        parts.append(f"Throughput stopped growing at {_load(steps_out[plateau])} "
-                     f"({'+' if gain >= 0 else ''}{gain * 100:.1f} % over the previous step)")
-    if target_rps is not None and per_pod:
-        usable = per_pod * (1 - headroom)
-        needed = math.ceil(target_rps / usable - 1e-9)
-        result["pods_needed"] = needed
-        text = (f"For {_rate(target_rps)} with {pct(headroom)} headroom each pod may take "
-                f"{_rate(usable)}: {number(round(target_rps))} / {usable:.1f} = "
-                f"{target_rps / usable:.1f}, so {needed} pods")
-        if nodes:
-            per_node_pods = pods / nodes
-            result["nodes_needed"] = math.ceil(needed / per_node_pods - 1e-9)
-            text += (f" ({result['nodes_needed']} nodes at today's {per_node_pods:.1f} pods "
-                     "per node)")
-        parts.append(text)
-    parts.append("This assumes the pods, not the load generator, were the limit")
-    result["reasoning"] = ". ".join(parts) + "."
-    return result
-
-
-def _load(step: Mapping[str, Any]) -> str:
-    if step.get("users") is not None:
-        return f"{number(step['users'])} users"
-    if step.get("rate") is not None:
-        return f"{_rate(step['rate'])} offered"
-    return "this step"
-
-
-def _rate(rps: float | None) -> str:
-    return "n/a" if rps is None else f"{rps:,.1f}".removesuffix(".0") + " req/s"
-
-
-def _why(step: Mapping[str, Any], slo_p95_ms: float, max_fail_ratio: float) -> str:
-    reasons = []
-    if step.get("p95") is None or step["p95"] > slo_p95_ms:
-        reasons.append(f"p95 {ms(step.get('p95'))} > {ms(slo_p95_ms)}")
-    if step["fail_ratio"] > max_fail_ratio:
-        reasons.append(f"failures {pct(step['fail_ratio'])} > {pct(max_fail_ratio)}")
-    return " and ".join(reasons)
-
-
 __all__ = [
     "SUMMARY_SCHEMA", "build_findings", "chi_square_uniform", "coefficient_of_variation",
-    "evaluate_thresholds", "expected_band", "find_knee", "jain_index", "latency_stats",
-    "max_min_ratio", "plan_capacity", "summarize",
+    "evaluate_thresholds", "expected_band", "jain_index", "latency_stats", "max_min_ratio",
+    "summarize",
 ]

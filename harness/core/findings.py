@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.core.faults import verb as fault_verb
+
 SEVERITIES = ("critical", "warning", "info", "ok")
-FAULT_ACTIONS = {"down": "went down", "kill": "was killed", "killed": "was killed",
-                 "delete": "was deleted"}
 
 Row = dict[str, Any]
 
@@ -102,7 +102,7 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
 def _f_faults(s: Mapping[str, Any]) -> list[Row]:
     out = []
     for fault in s["faults"]:
-        verb = FAULT_ACTIONS.get(fault["action"])
+        verb = fault_verb(fault["action"])
         if verb is None or "requests" not in fault:
             continue
         name, kind = fault["name"], fault.get("kind", "node")
@@ -154,7 +154,7 @@ def _f_node_availability(s: Mapping[str, Any]) -> list[Row]:
     covered = {f["name"] for f in s["faults"]}
     # A node whose failures began only after a declared fault is that fault's victim: the
     # fault finding already tells the story.
-    fault_times = [f["t"] for f in s["faults"] if f["action"] in FAULT_ACTIONS]
+    fault_times = [f["t"] for f in s["faults"] if fault_verb(f["action"])]
     covered |= {n["name"] for n in s["nodes"] if n["first_failure_s"] is not None
                 and any(t <= n["first_failure_s"] + 1 for t in fault_times)}
     service = s["service"] or {}

@@ -9,13 +9,8 @@ locality; pod names are capped (``max_pods``); live connections are capped
 (``max_connections``, about 300 bytes each); only the per-second series grows, with the run's
 duration (about 1 KB per entry node per second).
 
-Latency histograms use a fixed HdrHistogram-style log-linear layout over integer
-microseconds: values below 128 µs get one bucket per µs, above that every power of two is cut
-into 64 equal buckets, so a bucket is at most 1/64 of its lower bound wide and its midpoint is
-within 1/128 (0.78 %) of any value in it. 2048 buckets cover up to 2^37 µs (38 h); longer
-values land in the last bucket. A histogram is therefore a list of counts: recording is an
-index computation and an increment, merging is adding, percentiles walk cumulative counts.
-The per-second series keep a coarser copy (4 fine buckets per coarse one, ≤ 3.1 % error).
+Latency histograms use the fixed log-linear layout of ``harness.core.histogram`` (within
+0.78 %; the per-second series keep a coarser copy, within 3.1 %).
 Latency histograms hold successful requests only (a refused connection answers in 0.1 ms and
 would make failures look fast); failed requests' latencies go to one separate histogram.
 
@@ -56,157 +51,36 @@ A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index 
 
 from __future__ import annotations
 
-import csv
-import gzip
 import itertools
 import math
-import os
 import re
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.core.extract import clean_pod_name
-from harness.errors import ReportError
+from harness.core.histogram import (
+    BUCKETS,
+    INDEX_TABLE,
+    LAYOUT,
+    MAX_US,
+    SERIES_BUCKETS,
+    add_hist,
+    bucket_of_us,
+    hist_items,
+    sparse,
+)
+from harness.errors import DataError
 
 SPREAD_SCHEMA = "nodeport-harness/spread/v1"
 UNKNOWN_POD = "unknown"
 OTHER_POD = "(other)"
-SUB_BUCKET_BITS = 7
-BUCKETS = 2048
-SERIES_SHIFT = 2
-SERIES_BUCKETS = BUCKETS >> SERIES_SHIFT
-LAYOUT = {
-    "unit": "us",
-    "sub_bucket_bits": SUB_BUCKET_BITS,
-    "buckets": BUCKETS,
-    "series_shift": SERIES_SHIFT,
-}
 FAILURE_KINDS = ("refused", "timeout", "reset", "bad_reply", "other")
 LOCALITIES = ("local", "cross_node", "unknown")
 MAX_PODS = 1000
 MAX_CONNECTIONS = 10_000
 BATCH = 256  # requests queued by record() before they are accounted
-_MAX_US = 1 << 40  # stands in for inf: lands in the last bucket
-
-Hist = Sequence[int] | Mapping[int, int] | Iterable[Sequence[int]]
-
-
-# -- histogram layout ------------------------------------------------------------------------
-
-def bucket_of_us(value_us: int) -> int:
-    """Bucket index of an integer count (µs, or requests per connection)."""
-    if value_us < 128:
-        return value_us if value_us > 0 else 0
-    shift = value_us.bit_length() - SUB_BUCKET_BITS
-    index = (shift << 6) + (value_us >> shift)
-    return index if index < BUCKETS else BUCKETS - 1
-
-
-def _index_table(size: int) -> list[int]:
-    # Bucket index of every µs value below `size`, built a power of two at a time; the
-    # entries share one int object per index (1 MB of references, no per-entry ints).
-    indexes = list(range(BUCKETS))
-    table = indexes[:128]
-    shift = 1
-    while len(table) < size:
-        for top in range(64, 128):
-            table.extend([indexes[(shift << 6) + top]] * (1 << shift))
-        shift += 1
-    return table[:size]
-
-
-_TABLE = _index_table(1 << 17)  # up to 131 ms, where nearly all latencies fall
-
-
-def bucket_index(latency_ms: float) -> int:
-    """Bucket index of a latency in milliseconds."""
-    return bucket_of_us(_to_us(latency_ms))
-
-
-def bucket_range_us(index: int, shift: int = 0) -> tuple[int, int]:
-    """[low, high) µs covered by a bucket (``shift``: a coarsened index, as in the series)."""
-    first = index << shift
-    last = first + (1 << shift) - 1
-    return _fine_range(first)[0], _fine_range(last)[1]
-
-
-def bucket_value_ms(index: int, shift: int = 0) -> float:
-    """The value a bucket stands for: its midpoint, in ms."""
-    low, high = bucket_range_us(index, shift)
-    return (low + high) / 2000.0
-
-
-def _fine_range(index: int) -> tuple[int, int]:
-    if index < 128:
-        return index, index + 1
-    shift = (index >> 6) - 1
-    low = (index - (shift << 6)) << shift
-    return low, low + (1 << shift)
-
-
-def _to_us(latency_ms: float) -> int:
-    try:
-        return int(latency_ms * 1000.0)
-    except (ValueError, OverflowError):  # nan, inf
-        return 0 if latency_ms != latency_ms else _MAX_US
-
-
-def hist_items(hist: Hist | None) -> list[tuple[int, int]]:
-    """Non-zero ``(index, count)`` pairs, ascending, from a dense list, a dict or pairs."""
-    if not hist:
-        return []
-    if isinstance(hist, Mapping):
-        pairs = ((int(i), int(n)) for i, n in hist.items())
-    elif isinstance(hist[0], int):  # type: ignore[index]
-        pairs = enumerate(hist)  # type: ignore[arg-type]
-    else:
-        pairs = ((int(i), int(n)) for i, n in hist)  # type: ignore[misc]
-    return sorted((i, n) for i, n in pairs if n)
-
-
-def hist_count(hist: Hist | None) -> int:
-    return sum(n for _, n in hist_items(hist))
-
-
-def percentiles(
-    hist: Hist | None, quantiles: Iterable[float], shift: int = 0
-) -> list[float | None]:
-    """Nearest-rank quantiles (0 < q <= 1) of a histogram, as bucket midpoints in ms.
-
-    ``None`` for every quantile when the histogram is empty.
-    """
-    items = hist_items(hist)
-    wanted = list(quantiles)
-    total = sum(n for _, n in items)
-    if total == 0:
-        return [None] * len(wanted)
-    ranks = sorted(
-        (min(total, max(1, math.ceil(q * total - 1e-9))), pos) for pos, q in enumerate(wanted)
-    )
-    result: list[float | None] = [None] * len(wanted)
-    seen = 0
-    it = iter(items)
-    index = 0
-    for rank, pos in ranks:
-        while seen < rank:
-            index, count = next(it)
-            seen += count
-        result[pos] = bucket_value_ms(index, shift)
-    return result
-
-
-def add_hist(dense: list[int], hist: Hist | None) -> None:
-    """Add a histogram (any form) into a dense list of counts."""
-    for index, count in hist_items(hist):
-        dense[index] += count
-
-
-def _sparse(dense: Sequence[int]) -> list[list[int]]:
-    return [[i, n] for i, n in enumerate(dense) if n]
-
 
 # -- failure kinds ---------------------------------------------------------------------------
 
@@ -225,50 +99,6 @@ def failure_kind(failure: str) -> tuple[str, int | None]:
         return "other", None
     digit, rest = match.groups()
     return f"http_{digit}xx", (None if rest == "xx" else int(digit + rest))
-
-
-# -- raw per-request output ------------------------------------------------------------------
-
-class RawWriter:
-    """Every request as one gzip CSV row; written to ``<path>.part`` and renamed on close."""
-
-    FIELDS = (
-        "time", "entry_node", "pod", "pod_node", "cross_node", "latency_ms", "failure",
-        "connection",
-    )
-
-    def __init__(self, path: str | os.PathLike[str], compresslevel: int = 5):
-        self.path = Path(path)
-        self._part = self.path.with_name(self.path.name + ".part")
-        self._file = gzip.open(  # noqa: SIM115 - closed in close()
-            self._part, "wt", newline="", encoding="utf-8", compresslevel=compresslevel
-        )
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.FIELDS)
-        self.rows = 0
-
-    def write(
-        self, t: float, entry_node: str, pod: str, pod_node: str | None,
-        cross_node: bool | None, latency_ms: float, failure: str | None, connection: object,
-    ) -> None:
-        self._writer.writerow((
-            f"{t:.6f}", entry_node, pod, pod_node or "",
-            "" if cross_node is None else int(cross_node), f"{latency_ms:.3f}",
-            failure or "", "" if connection is None else connection,
-        ))
-        self.rows += 1
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        self._file.close()
-        os.replace(self._part, self.path)
-
-    def __enter__(self) -> RawWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- the recorder ----------------------------------------------------------------------------
@@ -336,7 +166,7 @@ class SpreadRecorder:
         clock: Callable[[], float] = time.time,
         *,
         nodes: Iterable[str] | None = None,
-        raw: RawWriter | None = None,
+        raw: Any = None,  # a writer of one row per request (plugin.rawfile.RawWriter)
         max_connections: int = MAX_CONNECTIONS,
         max_pods: int = MAX_PODS,
     ):
@@ -401,7 +231,7 @@ class SpreadRecorder:
             return
         self._pending = []
         self._end = pending[-1][0]
-        entries, live, table, raw = self._entry, self._live, _TABLE, self._raw
+        entries, live, table, raw = self._entry, self._live, INDEX_TABLE, self._raw
         for now, entry_node, pod, latency_ms, failure, connection in pending:
             node = entries.get(entry_node)
             if node is None:
@@ -417,7 +247,7 @@ class SpreadRecorder:
             try:
                 us = int(latency_ms * 1000.0)
             except (ValueError, OverflowError):
-                us = 0 if latency_ms != latency_ms else _MAX_US
+                us = 0 if latency_ms != latency_ms else MAX_US
             # bucket_of_us() inlined, with a table for the common range: half the cost.
             if us < 131072:
                 index = table[us] if us > 0 else 0
@@ -511,7 +341,7 @@ class SpreadRecorder:
 
     def _close_second(self, node: _EntryNode) -> None:
         requests, failures, dense = node.row  # type: ignore[misc]
-        node.series[node.second] = [requests, failures, _pack(_sparse(dense))]
+        node.series[node.second] = [requests, failures, _pack(sparse(dense))]
         node.row = None
         node.second, node.second_end = 1, 0
 
@@ -705,7 +535,7 @@ class SpreadRecorder:
                 "pods": pods,
                 "failure_kinds": dict(node.failure_kinds),
                 "http_status": {str(k): v for k, v in sorted(node.http_status.items())},
-                "latency": _sparse(node.latency),
+                "latency": sparse(node.latency),
             }
             series[name] = _export_series(node)
         distinct = dict(self._conn_distinct)
@@ -727,20 +557,20 @@ class SpreadRecorder:
                 "successes": total_successes,
                 "failures": total_failures,
             },
-            "latency": {"count": total_successes, "buckets": _sparse(overall)},
-            "failure_latency": _sparse(self._failure_latency),
+            "latency": {"count": total_successes, "buckets": sparse(overall)},
+            "failure_latency": sparse(self._failure_latency),
             "entry_nodes": entry_nodes,
             "pods": {
                 name: {
                     "node": pod.node,
                     "successes": pod_successes.get(name, 0),
                     "failures": pod.failures,
-                    "latency": _sparse(pod.latency),
+                    "latency": sparse(pod.latency),
                 }
                 for name, pod in self._pods.items()
             },
             "locality": {
-                name: {"successes": sum(dense), "latency": _sparse(dense)}
+                name: {"successes": sum(dense), "latency": sparse(dense)}
                 for name, dense in self._locality.items()
             },
             "series": series,
@@ -769,7 +599,7 @@ def _distinct(cells: Mapping[str, _Cell]) -> Iterable[_Cell]:
 def _export_series(node: _EntryNode) -> list[dict[str, Any]]:
     rows = {s: (r[0], r[1], [list(p) for p in _unpack(r[2])]) for s, r in node.series.items()}
     if node.row is not None:
-        rows[node.second] = (node.row[0], node.row[1], _sparse(node.row[2]))
+        rows[node.second] = (node.row[0], node.row[1], sparse(node.row[2]))
     return [
         {"t": second, "requests": requests, "failures": failures, "latency": pairs}
         for second, (requests, failures, pairs) in sorted(rows.items())
@@ -787,16 +617,16 @@ def _unpack(packed: array) -> Iterable[tuple[int, int]]:
 
 
 def check_spread(data: Mapping[str, Any]) -> None:
-    """Raise ReportError unless ``data`` is spread/v1 data in this histogram layout."""
+    """Raise DataError unless ``data`` is spread/v1 data in this histogram layout."""
     schema = data.get("schema")
     if schema != SPREAD_SCHEMA:
-        raise ReportError(
+        raise DataError(
             f"spread data has schema {schema!r}, expected {SPREAD_SCHEMA!r}: "
             "re-run with this version of nodeport-harness"
         )
     layout = data.get("histogram", LAYOUT)
     if dict(layout) != LAYOUT:
-        raise ReportError(
+        raise DataError(
             f"spread data uses histogram layout {dict(layout)}, expected {LAYOUT}: "
             "it was written by an incompatible nodeport-harness"
         )

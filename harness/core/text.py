@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Mapping
-from typing import Any
+
+from harness.errors import HarnessError
 
 # Values after such flags never reach a report (a reproduce command may carry one).
 HIDDEN = "REDACTED"  # needs no shell quoting, so it reads the same in HTML and Markdown
@@ -75,9 +75,15 @@ def redact_command(command: str) -> str:
     return shlex.join(out)
 
 
-def threshold_settings(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The thresholds a run was started with (run.json options), in analysis's names."""
-    from harness.core.analysis import THRESHOLDS
-
-    return {name: options.get(name) for name in THRESHOLDS if options.get(name) not in
-            (None, False)}
+def parse_duration(text: str) -> float:
+    """'90', '30s', '2m', '1h30m' -> seconds (Locust's --run-time format)."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
+    if not text or not parts or not any(parts.groups()):
+        raise HarnessError(
+            f"-t/--run-time {text!r} is not a duration; use e.g. 30s, 2m or 1h30m"
+        )
+    h, m, s = (int(g) if g else 0 for g in parts.groups())
+    return float(h * 3600 + m * 60 + s)

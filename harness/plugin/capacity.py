@@ -26,11 +26,12 @@ from locust.runners import (
     WorkerRunner,
 )
 
-from harness.commands.capacity import StepPlan, add_capacity_options, capacity_settings, make_plan
-from harness.errors import HarnessError
-
 # The module, not the class: Locust runs every User class a locustfile's namespace holds,
-# and NodePortUser itself must not run beside CapacityUser. Importing it registers the plugin.
+# and NodePortUser itself must not run beside CapacityUser.
+import harness.plugin.listeners  # noqa: F401  (registers the plugin on Locust's events)
+from harness.core.capacity import StepPlan, capacity_settings, make_plan
+from harness.errors import HarnessError
+from harness.options import add_capacity_options
 from harness.plugin import users as traffic
 
 ALIGN_SLACK_S = 0.05  # a tick this close to a step boundary counts as on it
@@ -233,7 +234,7 @@ def _on_test_stop(environment, **_kwargs) -> None:
         return
     import json
 
-    from harness.commands.capacity import exit_code_for
+    from harness.core.capacity import exit_code_for
 
     result = json.loads(path.read_text())
     if exit_code_for(result) and not environment.process_exit_code:

@@ -16,73 +16,34 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gevent
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from harness import __version__
-from harness.commands.discover import target_source
+from harness.core.entry import entry_plan
 from harness.core.extract import make_extractor
+from harness.core.faults import parse_specs
 from harness.core.model import Target
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
 from harness.options import add_harness_options
+from harness.plugin.context import (
+    HarnessRun,
+    raise_exit_code,
+    raise_usage,
+    this_process,
+)
+from harness.plugin.outputs import write_outputs
+from harness.plugin.schedule import progress, schedule_faults
+from harness.targets import open_target
 
 log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
-THRESHOLDS = ("max_fail_ratio", "max_p95_ms", "max_p99_ms", "min_fairness", "max_node_share")
-
-
-@dataclass
-class HarnessRun:
-    environment: Any
-    target: Target | None = None
-    recorder: SpreadRecorder | None = None
-    extractor: Any = None
-    lab: Any = None
-    lab_context: Any = None
-    run_id: str | None = None
-    run_dir: Path | None = None
-    started: float | None = None
-    stopped: float | None = None
-    partial: str | None = None
-    faults: list[dict] = field(default_factory=list)
-    workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
-    finals: set[str] = field(default_factory=set)
-    outputs: dict[str, str] = field(default_factory=dict)
-    stopping: float | None = None  # when the master began collecting the workers' finals
-    lost_workers: bool = False  # some worker's data ends early (run.partial says which)
-    final_sent: bool = False  # (worker) its final delta went to the master
-    interrupted: str | None = None  # "interrupted (Ctrl-C)" / "terminated (SIGTERM)"
-    extra: dict[str, Any] = field(default_factory=dict)  # merged into run.json (e.g. steps)
-
-    @property
-    def role(self) -> str:
-        runner = self.environment.runner
-        if isinstance(runner, MasterRunner):
-            return "master"
-        if isinstance(runner, WorkerRunner):
-            return "worker"
-        return "local"
-
-
-# report_to_master/worker_report carry no environment: the one run of this process.
-_this_run: HarnessRun | None = None
-
-
-def current_run(environment) -> HarnessRun:
-    run = getattr(environment, "nodeport_run", None)
-    if run is None or run.target is None:
-        raise HarnessError("nodeport-harness: no target yet (discovery has not run)")
-    return run
 
 
 # -- options --------------------------------------------------------------------------------
@@ -98,8 +59,7 @@ def add_options(parser) -> None:
 
 @events.init.add_listener
 def on_init(environment, **_kwargs) -> None:
-    global _this_run
-    run = _this_run = HarnessRun(environment)
+    run = this_process.run = HarnessRun(environment)
     environment.nodeport_run = run
     options = environment.parsed_options
     if options is None:  # Environment built by hand (library use): nothing to wire.
@@ -163,14 +123,9 @@ def _validate(options) -> None:
             raise_usage(f"--{name.replace('_', '-')} must be positive, got {value}")
     try:
         make_extractor(options.pod_from)
-        parse_faults(options.lab_fault)
+        parse_specs(options.lab_fault)
     except HarnessError as err:
         raise_usage(str(err))
-
-
-def raise_usage(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def _check_report_dir(report_dir: str) -> None:
@@ -185,12 +140,9 @@ def _check_report_dir(report_dir: str) -> None:
 
 def _discover(run: HarnessRun, options) -> None:
     try:
-        run.lab_context = target_source(options)
-        opts = run.lab_context.__enter__()
-        run.lab = opts.extra.get("lab")
-        from harness.discovery import discover
-
-        target = discover(opts)
+        context = open_target(options)
+        target, run.lab = context.__enter__()  # closed by _close_lab when Locust quits
+        run.lab_context = context
         _check_entry(target, options)
     except HarnessError as err:
         _close_lab(run)
@@ -214,8 +166,6 @@ def _discover(run: HarnessRun, options) -> None:
 def _check_entry(target: Target, options) -> None:
     """--entry lb without a LoadBalancer, --node NAME that is not a node: say so now, not as
     a traceback in Locust's spawner for every user."""
-    from harness.plugin.users import entry_plan
-
     entry_plan(target, options.entry, 0, options.node or None)
 
 
@@ -241,7 +191,7 @@ def on_test_start(environment, **_kwargs) -> None:
     run.extractor = make_extractor(options.pod_from)
     raw = None
     if options.raw and run.role != "master":
-        from harness.core.recorder import RawWriter
+        from harness.plugin.rawfile import RawWriter
 
         # One file per process: workers must not interleave gzip streams.
         raw = RawWriter(options.raw if run.role == "local" else f"{options.raw}.{os.getpid()}")
@@ -261,9 +211,9 @@ def on_test_start(environment, **_kwargs) -> None:
         for client in environment.runner.clients.all:
             _worker_info(run, client.id)
     if run.role != "worker":
-        _schedule_faults(run, options)
+        schedule_faults(run, options)
         if options.progress:
-            gevent.spawn(_progress, run)
+            gevent.spawn(progress, run)
 
 
 def _worker_info(run: HarnessRun, client_id: str) -> dict:
@@ -279,7 +229,7 @@ def _worker_info(run: HarnessRun, client_id: str) -> dict:
 
 @events.report_to_master.add_listener
 def on_report_to_master(client_id, data, **_kwargs) -> None:
-    run = _this_run
+    run = this_process.run
     if run is not None and run.recorder is not None:
         data["nodeport_spread"] = run.recorder.drain()
 
@@ -287,7 +237,7 @@ def on_report_to_master(client_id, data, **_kwargs) -> None:
 @events.worker_report.add_listener
 def on_worker_report(client_id, data, **_kwargs) -> None:
     spread = data.get("nodeport_spread")
-    run = _this_run
+    run = this_process.run
     if spread is None or run is None or run.recorder is None:
         return
     run.recorder.merge(spread)
@@ -396,15 +346,10 @@ def on_test_stop(environment, **_kwargs) -> None:
         return
     if run.lost_workers:
         print(f"warning: partial run: {run.partial}", file=sys.stderr, flush=True)
-        _raise_exit_code(environment, 1)
+        raise_exit_code(environment, 1)
     if run.interrupted:
         print(f"{run.interrupted}: reports are partial: {run.run_dir}", file=sys.stderr,
               flush=True)
-
-
-def _raise_exit_code(environment, code: int) -> None:
-    if (environment.process_exit_code or 0) < code:
-        environment.process_exit_code = code
 
 
 def _before_runner_quits(environment, **_kwargs) -> None:
@@ -445,7 +390,7 @@ def _interrupted(environment, run: HarnessRun) -> None:
     text = f"{how} after {elapsed:.1f} s" + (f" of {planned} s" if planned else "")
     run.partial = f"{text}; {run.partial}" if run.partial else text
     run.interrupted = how
-    _raise_exit_code(environment, code)
+    raise_exit_code(environment, code)
     if run.role == "master":
         # The master's own quitting listener comes next: its stop fires test_stopping (the
         # workers' finals) and test_stop (the reports), then it tells the workers to quit.
@@ -455,194 +400,3 @@ def _interrupted(environment, run: HarnessRun) -> None:
         environment.runner.stop()
     if run.stopped is None:
         on_test_stop(environment)
-
-
-# -- faults (lab only) -------------------------------------------------------------------
-
-
-def parse_faults(specs: list[str]) -> list[dict]:
-    faults = []
-    for spec in specs or []:
-        parts = spec.split(":")
-        try:
-            at = float(parts[0].rstrip("s"))
-        except (ValueError, IndexError):
-            at = -1
-        if len(parts) != 4 or at < 0 or parts[1] not in ("node", "pod") or parts[3] not in (
-            "down", "up", "kill"
-        ):
-            raise HarnessError(
-                f"--lab-fault {spec!r}: expected AT:node:NAME:down|up or AT:pod:NAME:kill"
-            )
-        faults.append({"t": at, "kind": parts[1], "name": parts[2], "action": parts[3]})
-    return faults
-
-
-def _schedule_faults(run: HarnessRun, options) -> None:
-    faults = parse_faults(options.lab_fault)
-    if not faults:
-        return
-    inject = _lab_faulter(run, options)
-
-    def fire(fault):
-        try:
-            inject(fault["kind"], fault["name"], fault["action"])
-            t = time.time()
-            run.faults.append({**fault, "t": round(t - run.started, 3), "time": t})
-            run.recorder.mark(t, f"{fault['name']} {fault['action']}")
-        except Exception as err:
-            log.error("fault %s failed: %s", fault, err)
-
-    for fault in faults:
-        gevent.spawn_later(fault["t"], fire, fault)
-
-
-def _lab_faulter(run: HarnessRun, options):
-    """How to inject faults: the lab this run started, or the running lab its kubeconfig is of."""
-    from harness.lab.cluster import control_call, read_lab_info
-
-    if run.lab is not None:
-        return run.lab.fault
-    if not options.kubeconfig:
-        raise_usage("--lab-fault needs the lab: use --lab or the kubeconfig of a running lab")
-    try:
-        info = read_lab_info(Path(options.kubeconfig).parent)
-    except HarnessError as err:
-        raise_usage(f"--lab-fault: {err}")
-
-    def inject(kind: str, name: str, action: str) -> dict:
-        body = {"kind": kind, "name": name, "action": action}
-        return control_call(info, "POST", "/lab/v1/faults", body)
-
-    return inject
-
-
-def _progress(run: HarnessRun) -> None:
-    started = run.started
-    while run.stopped is None and run.started == started:
-        gevent.sleep(1.0)
-        totals = run.recorder.totals() if run.recorder else {}
-        print(f"\r[{time.time() - started:5.0f} s] {totals.get('requests', 0):>8} requests, "
-              f"{totals.get('failures', 0):>6} failed", end="", file=sys.stderr, flush=True)
-
-
-# -- outputs ------------------------------------------------------------------------------
-
-
-def write_outputs(run: HarnessRun) -> None:
-    from harness.errors import ReportError
-
-    env, options = run.environment, run.environment.parsed_options
-    spread = run.recorder.to_dict()
-    info = run_info(run)
-    try:
-        _save_data(run.run_dir, run, spread, info)
-    except ReportError as err:
-        # The folder went away or filled up during the run: the data must not be lost.
-        import tempfile
-
-        try:
-            fallback = Path(tempfile.mkdtemp(prefix=f"nodeport-harness-{run.run_id}-"))
-            _save_data(fallback, run, spread, info)
-        except (OSError, ReportError):
-            raise ReportError(f"{err}; no temporary folder could be written either: "
-                              "the run's data is lost") from None
-        run.run_dir = fallback
-        run.outputs = {"run_dir": str(fallback)}
-        with contextlib.suppress(HarnessError):
-            from harness.report.build import build_report
-
-            build_report(fallback, plotlyjs=options.plotlyjs)
-        print_summary(run, spread)
-        raise ReportError(f"{err}; the run's data and reports were saved in {fallback} "
-                          "instead (move them where you want them)") from None
-    run_dir = run.run_dir
-    run.outputs = {"run_dir": str(run_dir)}
-    from harness.report.build import build_report
-
-    thresholds = build_report(run_dir, plotlyjs=options.plotlyjs).get("thresholds") or []
-    if thresholds:
-        # With thresholds the verdict is theirs alone: a few failures within
-        # --max-fail-ratio pass; any breach fails the run.
-        breached = [t for t in thresholds if not t.get("passed")]
-        env.process_exit_code = 1 if breached else 0
-        for t in thresholds:
-            mark = "ok      " if t.get("passed") else "BREACHED"
-            print(f"threshold {mark} {t['text']}", file=sys.stderr)
-    print_summary(run, spread)
-
-
-def _save_data(run_dir: Path, run: HarnessRun, spread: dict, info: dict) -> None:
-    """The run's data (everything a report is rebuilt from), each file atomically."""
-    from harness.report.files import write_json_atomic
-
-    write_json_atomic(run_dir / "target.json", run.target.to_dict())
-    write_json_atomic(run_dir / "spread.json", spread, compact=True)
-    write_json_atomic(run_dir / "run.json", info)
-
-
-def run_info(run: HarnessRun) -> dict:
-    options = run.environment.parsed_options
-    safe = {}
-    for key, value in sorted(vars(options).items()):
-        if key in ("nodeport_target", "web_login", "web_auth", "tls_key", "tls_cert"):
-            continue
-        if isinstance(value, str | int | float | bool | type(None) | list):
-            safe[key] = value
-    return {
-        "schema": "nodeport-harness/run/v1",
-        "run_id": run.run_id,
-        "harness_version": __version__,
-        "locust_version": _locust_version(),
-        "python": platform.python_version(),
-        "started": run.started,
-        "stopped": run.stopped,
-        "duration_s": round((run.stopped or time.time()) - (run.started or time.time()), 3),
-        "role": run.role,
-        "entry": options.entry,
-        "connection": options.connection,
-        "users": getattr(options, "num_users", None),
-        "spawn_rate": getattr(options, "spawn_rate", None),
-        "stop_timeout_s": run.environment.stop_timeout,
-        "in_flight": (
-            "users stopped after their request in flight completed (graceful stop, "
-            f"--stop-timeout {run.environment.stop_timeout} s); requests still running at that "
-            "limit were not recorded"
-        ),
-        "load_model": "closed loop: each user waits for its reply (coordinated omission applies)",
-        "faults": run.faults,
-        "workers": run.workers,
-        "partial": run.partial,
-        "command": reproduce_command(),
-        "options": safe,
-        **run.extra,
-    }
-
-
-def reproduce_command() -> str:
-    """What the user typed (`nodeport-harness run` passes it down), secrets redacted."""
-    import shlex
-
-    from harness.core.text import redact_command
-
-    command = os.environ.get("NODEPORT_HARNESS_COMMAND")
-    if not command:
-        argv = [a for a in sys.argv if not a.startswith("--nodeport-target")]
-        argv[0] = "locust" if argv and argv[0].endswith(("locust", "__main__.py")) else argv[0]
-        command = shlex.join(argv)
-    return redact_command(command)
-
-
-def _locust_version() -> str:
-    import locust
-
-    return getattr(locust, "__version__", "?")
-
-
-def print_summary(run: HarnessRun, spread: dict) -> None:
-    from harness.report.terminal import node_pod_table
-
-    print("", file=sys.stderr)
-    print(node_pod_table(spread, run.target), file=sys.stderr)
-    print(f"reports: {run.run_dir}", file=sys.stderr)
-

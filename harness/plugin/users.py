@@ -19,54 +19,13 @@ import time
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from harness.core.model import Target
-from harness.errors import HarnessError
-from harness.options import ENTRY_STRATEGIES
-from harness.plugin import listeners as plugin
+from harness.core.entry import entry_plan
+from harness.plugin import context
 
 _user_ids = itertools.count(1)
 _session_ids = itertools.count(1)
 _dict_get = dict.get
 _perf_counter = time.perf_counter
-
-
-def entry_plan(target: Target, strategy: str, user_index: int, node_name: str | None = None):
-    """The (label, base URL) list a user cycles through, and whether it picks at random."""
-    nodes = target.targeted_nodes
-    if strategy == "lb":
-        url = target.lb_url()
-        if not url:
-            raise HarnessError(
-                f"--entry lb: service {target.service.name} has no LoadBalancer ingress; "
-                "use --entry all, or make it type LoadBalancer (nodeport-harness expose "
-                f"{target.service.name} --type LoadBalancer)"
-            )
-        return [("lb", url)]
-    if not nodes:
-        raise HarnessError("no node to send traffic to: discovery found no targeted node")
-    if strategy == "single":
-        if node_name:
-            match = [n for n in target.nodes if n.name == node_name and n.address]
-            if not match:
-                raise HarnessError(
-                    f"--node {node_name}: no such node with an address; nodes: "
-                    + ", ".join(n.name for n in nodes)
-                )
-            node = match[0]
-        else:
-            node = nodes[0]
-        return [(node.name, target.node_url(node))]
-    if strategy == "sticky":
-        node = nodes[user_index % len(nodes)]
-        return [(node.name, target.node_url(node))]
-    plan = [(n.name, target.node_url(n)) for n in nodes]
-    if strategy == "all":
-        # Start each user at its own offset so the fleet is balanced from the first request.
-        shift = user_index % len(plan)
-        return plan[shift:] + plan[:shift]
-    if strategy == "random":
-        return plan
-    raise HarnessError(f"--entry {strategy!r}: use one of {', '.join(ENTRY_STRATEGIES)}")
 
 
 def classify_failure(response) -> str | None:
@@ -115,7 +74,7 @@ class NodePortUser(FastHttpUser):
         self.connection_timeout = timeout
         self.network_timeout = timeout
         super().__init__(environment)
-        self.harness = plugin.current_run(environment)
+        self.harness = context.current_run(environment)
         self.user_index = next(_user_ids)
         self.user_id = f"user-{self.user_index}"
         target = self.harness.target

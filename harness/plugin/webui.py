@@ -25,19 +25,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core.histogram import SERIES_BUCKETS, SERIES_SHIFT, add_hist, percentiles
 from harness.core.model import Target
-from harness.core.recorder import (
-    OTHER_POD,
-    SERIES_BUCKETS,
-    SERIES_SHIFT,
-    UNKNOWN_POD,
-    SpreadRecorder,
-    add_hist,
-    percentiles,
-)
+from harness.core.recorder import OTHER_POD, UNKNOWN_POD, SpreadRecorder
 
 if TYPE_CHECKING:
-    from harness.plugin.listeners import HarnessRun
+    from harness.plugin.context import HarnessRun
 
 log = logging.getLogger("nodeport-harness")
 
@@ -319,8 +312,8 @@ def live_view(
 def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
     """What ``analysis.summarize`` reads about the run, so far: the run.json the run would
     write now, in the report's own mapping (one mapping, so live and final findings agree)."""
-    from harness.plugin.listeners import run_info
-    from harness.report.build import analysis_run
+    from harness.core.runinfo import analysis_run
+    from harness.plugin.outputs import run_info
 
     info = analysis_run(run_info(run))
     if run.started is not None and run.stopped is None:
@@ -521,7 +514,7 @@ def _install(environment: Any, run: HarnessRun) -> SpreadTab:
 
 def _run_json(run: HarnessRun) -> dict[str, Any]:
     """run.json for a report of the run so far (marked partial while it still runs)."""
-    from harness.plugin.listeners import run_info
+    from harness.plugin.outputs import run_info
 
     info = run_info(run)
     if run.stopped is None:

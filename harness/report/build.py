@@ -20,10 +20,11 @@ from typing import Any
 from harness import __version__
 from harness.core import text as fmt
 from harness.core.analysis import evaluate_thresholds, summarize
+from harness.core.runinfo import analysis_run, threshold_settings
 from harness.errors import ReportError
 from harness.report import charts
 from harness.report import csvs as tables
-from harness.report.files import write_text_atomic
+from harness.report.files import finite, write_text_atomic
 from harness.report.html import SEVERITIES, figures_json, plotly_loader, render
 from harness.report.junit import junit_xml
 from harness.report.markdown import summary_markdown
@@ -37,7 +38,7 @@ def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any
     """Analyse a run folder and write its reports; returns summary, thresholds and files."""
     data = load_run(run_dir)
     summary = analyse(data)
-    thresholds = evaluate_thresholds(summary, run_thresholds(data.run))
+    thresholds = evaluate_thresholds(summary, threshold_settings(data.run))
     node_rows = tables.node_rows(summary, data.spread, data.target)
     pod_rows = tables.pod_rows(summary, data.spread)
     series = tables.series_rows(summary)
@@ -91,38 +92,6 @@ def analyse(data: RunData) -> dict[str, Any]:
             f"{data.run_dir} holds malformed run data ({type(err).__name__}: {err}): "
             "pass a folder written by nodeport-harness run"
         ) from err
-
-
-def analysis_run(run: Mapping[str, Any]) -> dict[str, Any]:
-    """run.json in the names analysis.summarize reads (absent values left out, so the
-    analysis falls back on spread.json's own start)."""
-    model = str(run.get("load_model") or "")
-    info = {
-        "entry_strategy": run.get("entry"),
-        "connection_mode": run.get("connection"),
-        # run.json says it in a sentence; the analysis keys on the short name.
-        "load_model": "closed-loop" if model.startswith("closed") or not model else model,
-        "start": run.get("started"),
-        "duration_s": run.get("duration_s"),
-        "faults": run.get("faults") or [],
-        "timeout_s": (run.get("options") or {}).get("timeout"),
-    }
-    return {k: v for k, v in info.items() if v is not None}
-
-
-def run_thresholds(run: Mapping[str, Any]) -> dict[str, Any]:
-    return fmt.threshold_settings(run.get("options") or {})
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: they become null instead of an unparsable file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 # -- the page's content (shared with summary.md) ---------------------------------------------

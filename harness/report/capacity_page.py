@@ -15,12 +15,12 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness import __version__
-from harness.commands.capacity import analyse_capacity
 from harness.core import text as fmt
+from harness.core.capacity import analyse_capacity
 from harness.errors import HarnessError, ReportError
 from harness.report.charts import label
 from harness.report.csvs import to_csv
-from harness.report.files import write_text_atomic
+from harness.report.files import finite, write_text_atomic
 from harness.report.html import figures_json, plotly_loader, render
 from harness.report.markdown import md
 from harness.report.rundir import RunData
@@ -49,8 +49,6 @@ def build_capacity(data: RunData, plotlyjs: str = "inline") -> dict[str, Any]:
 
     def write(name: str, text: str) -> None:
         files[name] = str(write_text_atomic(out / name, text))
-
-    from harness.report.build import finite
 
     write("capacity.json", json.dumps(finite(result), indent=2) + "\n")
     write("steps.csv", to_csv(step_rows(result), STEP_FIELDS))

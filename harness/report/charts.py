@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from harness.core.recorder import bucket_value_ms, hist_items
+from harness.core.histogram import bucket_value_ms, hist_items
 
 PALETTE = (
     "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",

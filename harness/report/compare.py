@@ -12,8 +12,8 @@ from urllib.parse import quote
 from harness import __version__
 from harness.errors import ReportError
 from harness.report import charts
-from harness.report.build import analyse, finite, verdict
-from harness.report.files import write_json_atomic, write_text_atomic
+from harness.report.build import analyse, verdict
+from harness.report.files import finite, write_json_atomic, write_text_atomic
 from harness.report.html import figures_json, plotly_loader, render
 from harness.report.rundir import load_run
 

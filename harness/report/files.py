@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -59,3 +60,14 @@ def check_writable(folder: Path | str) -> None:
         raise ReportError(f"cannot write reports into {folder}: {probe} is not a folder; {hint}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ReportError(f"cannot write reports into {folder}: {probe} is not writable; {hint}")
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null instead of an unparsable file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

@@ -14,10 +14,10 @@ import jinja2
 from markupsafe import Markup
 
 from harness.core import text as fmt
+from harness.core.runinfo import PLOTLYJS_MODES
 from harness.errors import ReportError
 from harness.report.files import write_text_atomic
 
-PLOTLYJS_MODES = ("inline", "directory", "cdn")
 SHARED_PLOTLYJS = "plotly.min.js"
 SEVERITIES = ("critical", "warning", "info", "ok")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.recorder import check_spread
-from harness.errors import ReportError
+from harness.errors import DataError, ReportError
 
 HINT = "pass a folder written by nodeport-harness run"
 
@@ -36,7 +36,10 @@ def load_run(run_dir: Path | str) -> RunData:
     if not (run_dir / "spread.json").is_file():
         raise ReportError(f"{run_dir} is not a run folder (no spread.json): {HINT}")
     spread = read_json(run_dir / "spread.json")
-    check_spread(spread)
+    try:
+        check_spread(spread)
+    except DataError as err:
+        raise ReportError(f"{run_dir / 'spread.json'}: {err}") from None
     _require_keys(run_dir / "spread.json", spread,
                   {"totals": dict, "entry_nodes": dict, "pods": dict, "series": dict})
     # target.json and run.json enrich the report; a folder holding only spread.json
