@@ -1,4 +1,5 @@
-"""Helpers shared by the lab tests: requests to the lab, real runs as subprocesses.
+"""Helpers shared by the lab tests: requests to the lab, real runs as subprocesses (the labs
+themselves and `stop_process` are in conftest.py).
 
 Everything is loopback and bounded: every subprocess has a timeout, every wait a deadline.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -87,13 +87,6 @@ def wait_for_traffic(lab, before: dict[str, int], proc: subprocess.Popen | None 
             return time.time()
         time.sleep(0.1)
     raise AssertionError("no traffic reached the lab")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Clean up a process this test started (and only that one)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str,

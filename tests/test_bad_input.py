@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import stop_process
 from lab_runs import (
     assert_one_line_error,
     harness_cmd,
@@ -22,33 +23,30 @@ from lab_runs import (
     locust_cmd,
     run,
     start,
-    stop_process,
     wait_for_traffic,
 )
 
 from harness.discovery import DiscoveryOptions, KubeApi
-from harness.lab.cluster import LabCluster
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(make_module_lab):
     """Two nodes with an InternalIP only, no LoadBalancer, a ClusterIP and a two-port Service."""
-    with LabCluster(nodes=2, pods=2, external_ip=False, restricted_token=True,
-                    state_dir=tmp_path_factory.mktemp("lab")) as cluster:
-        api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(cluster.kubeconfig)))
-        try:
-            for name, kind, ports in (
-                ("internal", "ClusterIP", [{"name": "http", "port": 8080}]),
-                ("multi", "NodePort", [{"name": "http", "port": 8080},
-                                       {"name": "admin", "port": 9000, "targetPort": 8080}]),
-            ):
-                api.request("POST", "/api/v1/namespaces/default/services", body={
-                    "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                    "spec": {"type": kind, "selector": {"app": "helloworld"}, "ports": ports},
-                }, content_type="application/json", what="create services")
-        finally:
-            api.close()
-        yield cluster
+    cluster = make_module_lab(nodes=2, pods=2, external_ip=False, restricted_token=True)
+    api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(cluster.kubeconfig)))
+    try:
+        for name, kind, ports in (
+            ("internal", "ClusterIP", [{"name": "http", "port": 8080}]),
+            ("multi", "NodePort", [{"name": "http", "port": 8080},
+                                   {"name": "admin", "port": 9000, "targetPort": 8080}]),
+        ):
+            api.request("POST", "/api/v1/namespaces/default/services", body={
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"type": kind, "selector": {"app": "helloworld"}, "ports": ports},
+            }, content_type="application/json", what="create services")
+    finally:
+        api.close()
+    return cluster
 
 
 @pytest.fixture(scope="module")

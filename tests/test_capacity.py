@@ -247,7 +247,7 @@ def test_report_writes_capacity_outputs_and_links_them(tmp_path):
     assert "| 3 (knee) |" in summary
     page = (run_dir / "capacity.html").read_text()
     assert "Throughput vs load" in page and "chart-throughput" in page
-    assert "Capacity at the SLO: 300.0 req/s" in page
+    assert "Capacity at the SLO: 300 req/s" in page
 
 
 def test_capacity_page_escapes_pod_names(tmp_path):

@@ -8,19 +8,10 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
-from harness.lab.cluster import LabCluster
-
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("target.json", "run.json", "spread.json", "summary.json", "index.html", "nodes.csv",
            "pods.csv", "timeseries.csv", "junit.xml", "summary.md")
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with LabCluster(nodes=3, placement=[3, 2, 1], state_dir=tmp_path_factory.mktemp("lab")) as c:
-        yield c
+# `lab`: the session's NodePort lab (conftest.py); these runs only send it traffic.
 
 
 def run(lab, tmp_path, run_id, *args):

@@ -10,15 +10,13 @@ import yaml
 
 from harness.discovery import DiscoveryOptions, KubeApi, discover
 from harness.errors import DiscoveryError
-from harness.lab.cluster import LabCluster
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with LabCluster(nodes=3, placement=[3, 2, 1], service_type="LoadBalancer",
-                    extra_api_nodes=0, restricted_token=True,
-                    state_dir=tmp_path_factory.mktemp("lab")) as cluster:
-        yield cluster
+def lab(lb_lab):
+    """The session's LoadBalancer lab (conftest.py): these tests only read it; the one that
+    adds a Service starts its own."""
+    return lb_lab
 
 
 def cli(*args, env=None, check_code=None):
@@ -91,7 +89,8 @@ def test_missing_namespace(lab):
     assert "ghost" in str(err.value)
 
 
-def test_multi_port_service_selection(lab):
+def test_multi_port_service_selection(make_lab):
+    lab = make_lab()  # its own: this test adds a Service
     api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
     try:
         api.request("POST", "/api/v1/namespaces/default/services", body={
@@ -163,32 +162,32 @@ def test_cli_errors_are_one_line_exit_2(lab, tmp_path):
     assert "Traceback" in proc.stderr
 
 
-def test_no_external_ip_lab_falls_back_with_warning(tmp_path):
-    with LabCluster(nodes=2, pods=2, external_ip=False, state_dir=tmp_path) as lab:
-        target = discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
-        assert [n.address_type for n in target.nodes] == ["InternalIP", "InternalIP"]
-        assert len(target.warnings) == 1 and "node-1, node-2" in target.warnings[0]
-        with pytest.raises(DiscoveryError, match="--address-type InternalIP"):
-            discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig), address_type="ExternalIP"))
-        proc = cli("discover", "--kubeconfig", str(lab.kubeconfig))
-        assert proc.returncode == 0 and "warning: no ExternalIP on node-1, node-2" in proc.stderr
+def test_no_external_ip_lab_falls_back_with_warning(make_lab):
+    lab = make_lab(nodes=2, pods=2, external_ip=False)
+    target = discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
+    assert [n.address_type for n in target.nodes] == ["InternalIP", "InternalIP"]
+    assert len(target.warnings) == 1 and "node-1, node-2" in target.warnings[0]
+    with pytest.raises(DiscoveryError, match="--address-type InternalIP"):
+        discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig), address_type="ExternalIP"))
+    proc = cli("discover", "--kubeconfig", str(lab.kubeconfig))
+    assert proc.returncode == 0 and "warning: no ExternalIP on node-1, node-2" in proc.stderr
 
 
-def test_clusterip_service_and_expose_fixes_it(tmp_path):
-    with LabCluster(nodes=2, pods=2, service_type="ClusterIP", state_dir=tmp_path) as lab:
-        proc = cli("discover", "--kubeconfig", str(lab.kubeconfig))
-        assert proc.returncode == 2 and "type ClusterIP" in proc.stderr
-        assert "kubectl patch svc helloworld -n default" in proc.stderr
-        proc = cli("expose", "helloworld", "--kubeconfig", str(lab.kubeconfig), check_code=0)
-        assert "is now NodePort" in proc.stdout
-        target = discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
-        assert 30000 <= target.service.node_port <= 32767
-        proc = cli("expose", "helloworld", "--type", "LoadBalancer",
-                   "--kubeconfig", str(lab.kubeconfig), check_code=0)
-        assert "LoadBalancer ingress" in proc.stdout
-        # The nodePort survives the type change, as on a real API server.
-        assert discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig))).service.node_port \
-            == target.service.node_port
+def test_clusterip_service_and_expose_fixes_it(make_lab):
+    lab = make_lab(nodes=2, pods=2, service_type="ClusterIP")
+    proc = cli("discover", "--kubeconfig", str(lab.kubeconfig))
+    assert proc.returncode == 2 and "type ClusterIP" in proc.stderr
+    assert "kubectl patch svc helloworld -n default" in proc.stderr
+    proc = cli("expose", "helloworld", "--kubeconfig", str(lab.kubeconfig), check_code=0)
+    assert "is now NodePort" in proc.stdout
+    target = discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
+    assert 30000 <= target.service.node_port <= 32767
+    proc = cli("expose", "helloworld", "--type", "LoadBalancer",
+               "--kubeconfig", str(lab.kubeconfig), check_code=0)
+    assert "LoadBalancer ingress" in proc.stdout
+    # The nodePort survives the type change, as on a real API server.
+    assert discover(DiscoveryOptions(kubeconfig=str(lab.kubeconfig))).service.node_port \
+        == target.service.node_port
 
 
 def test_discover_with_lab_flag():

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from conftest import stop_process
 
 HOST = "127.0.0.1"
 
@@ -35,25 +36,16 @@ def start_app(*extra: str) -> tuple[subprocess.Popen, int]:
                 break
             line += chunk
     if b"listening on" not in line:
-        proc.kill()
+        stop_process(proc)
         raise AssertionError(f"helloworld did not start: {line!r}")
     return proc, int(line.split(b"listening on", 1)[1].strip().rsplit(b":", 1)[1])
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
 def app() -> Iterator[int]:
     proc, port = start_app()
     yield port
-    stop_app(proc)
+    stop_process(proc)
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
@@ -226,8 +218,8 @@ def test_service_time_and_concurrency_set_capacity() -> None:
         capped_s = _concurrent_posts(capped_port, 8)
         free_s = _concurrent_posts(free_port, 8)
     finally:
-        stop_app(capped)
-        stop_app(free)
+        stop_process(capped)
+        stop_process(free)
     assert 0.38 <= capped_s < 2.0, capped_s
     assert 0.09 <= free_s < 0.35, free_s
 

@@ -48,7 +48,7 @@ THIRD_PARTY: dict[str, set[str]] = {
 }
 CORE_THIRD_PARTY = {"numpy", "scipy"}  # the core's only non-stdlib imports
 LISTENERS = "harness.plugin.listeners"
-MAY_IMPORT_LISTENERS = {"harness.plugin.locustfile", "harness.plugin.capacity"}
+MAY_IMPORT_LISTENERS = {"harness.plugin.locustfile", "harness.plugin.capacity_shape"}
 
 
 def module_name(path: Path, package: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import stop_process
 
 try:
     import tomllib
@@ -802,12 +803,7 @@ def test_helloworld_serves_healthz_and_reports_the_downward_api_names():
         assert "helloworld-7d9f-abcde" in seen, "the pod name (POD_NAME) is not in the answer"
         assert "worker-node-2" in seen, "the node name (NODE_NAME) is not in the answer"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         stderr = proc.stderr.read().decode() if proc.stderr else ""
         proc.stderr and proc.stderr.close()
     assert "Traceback" not in stderr, stderr

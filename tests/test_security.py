@@ -21,25 +21,23 @@ import psutil
 import pytest
 import trustme
 import yaml
+from conftest import stop_process
 from lab_runs import (
     ROOT,
     harness_cmd,
     locust_cmd,
     run,
     start,
-    stop_process,
 )
-
-from harness.lab.cluster import LabCluster
 
 PASSWORD = "hunter2-" + "p4ssw0rd-never-printed"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with LabCluster(nodes=2, pods=2, service_type="LoadBalancer", restricted_token=True,
-                    state_dir=tmp_path_factory.mktemp("lab")) as cluster:
-        yield cluster
+def lab(lb_lab):
+    """The session's LoadBalancer lab with a restricted token (conftest.py). These tests read
+    it, send it traffic and try faults without the right token, which it must refuse."""
+    return lb_lab
 
 
 @pytest.fixture(scope="module")
@@ -229,12 +227,7 @@ def hello():
     try:
         yield proc, int(match.group(1))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _post(port: int, body: bytes = b'{"sender": "ok"}') -> tuple[int, bytes, float]:

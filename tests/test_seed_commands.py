@@ -76,11 +76,8 @@ def post_message(lab: LabCluster, home: Path, ip: str, port: str, wait_s: float 
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with LabCluster(nodes=3, pods=6, seed=11,
-                    state_dir=tmp_path_factory.mktemp("seed-lab")) as running:
-        yield running
+# `lab`: the session's NodePort lab (conftest.py), for the commands that only read it and
+# curl it; the tests that patch or apply a Service start their own (`make_lab`).
 
 
 @pytest.fixture(scope="module")
@@ -128,54 +125,53 @@ def test_describe_service_shows_type_node_port_and_endpoints(lab, home):
     assert shown and shown <= pod_ips
 
 
-def test_patch_cluster_ip_service_to_node_port_then_it_serves(tmp_path):
-    with LabCluster(nodes=3, pods=6, service_type="ClusterIP", seed=12,
-                    state_dir=tmp_path / "lab") as lab:
-        home = tmp_path / "home"
-        home.mkdir()
-        assert ok(lab, home, NODE_PORT).strip() == "null"
-        out = ok(lab, home, """kubectl patch svc helloworld -p '{"spec": {"type": "NodePort"}}'""")
-        assert out.strip() == "service/helloworld patched"
-        port = ok(lab, home, NODE_PORT).strip()
-        assert 30000 <= int(port) <= 32767
-        answer = post_message(lab, home, ok(lab, home, EXTERNAL_IP).strip(), port)
-        assert answer["host"] in {p["name"] for p in lab.pods}
+def test_patch_cluster_ip_service_to_node_port_then_it_serves(make_lab, tmp_path):
+    lab = make_lab(nodes=3, pods=6, service_type="ClusterIP", seed=12)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert ok(lab, home, NODE_PORT).strip() == "null"
+    out = ok(lab, home, """kubectl patch svc helloworld -p '{"spec": {"type": "NodePort"}}'""")
+    assert out.strip() == "service/helloworld patched"
+    port = ok(lab, home, NODE_PORT).strip()
+    assert 30000 <= int(port) <= 32767
+    answer = post_message(lab, home, ok(lab, home, EXTERNAL_IP).strip(), port)
+    assert answer["host"] in {p["name"] for p in lab.pods}
 
 
-def test_apply_existing_and_new_service_and_reject_unknown_fields(tmp_path):
+def test_apply_existing_and_new_service_and_reject_unknown_fields(make_lab, tmp_path):
     good, bad = tmp_path / "helloworld-svc.yaml", tmp_path / "helloworld-svc-bad.yaml"
     good.write_text(SERVICE_YAML)
     bad.write_text(UNKNOWN_FIELD_YAML)
-    with LabCluster(nodes=3, pods=6, seed=13, state_dir=tmp_path / "lab") as lab:
-        home = tmp_path / "home"
-        home.mkdir()
-        # Existing Service: kubectl reads it, then sends a strategic-merge PATCH.
-        proc = sh(lab, home, f"kubectl apply -f {good} -v=6")
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == "service/helloworld configured"
-        assert re.search(r"GET https://\S+/services/helloworld 200", proc.stderr)
-        assert re.search(r"PATCH https://\S+/services/helloworld\?\S*fieldValidation=Strict",
-                         proc.stderr)
-        svc = json.loads(ok(lab, home, "kubectl get svc helloworld -o json"))
-        assert svc["spec"]["ports"][0]["name"] == "http"
-        assert svc["spec"]["ports"][0]["nodePort"] == lab.node_port  # merged, not reallocated
-        assert "kubectl.kubernetes.io/last-applied-configuration" in svc["metadata"]["annotations"]
-        assert ok(lab, home, f"kubectl apply -f {good}").strip() == "service/helloworld unchanged"
+    lab = make_lab(nodes=3, pods=6, seed=13)
+    home = tmp_path / "home"
+    home.mkdir()
+    # Existing Service: kubectl reads it, then sends a strategic-merge PATCH.
+    proc = sh(lab, home, f"kubectl apply -f {good} -v=6")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "service/helloworld configured"
+    assert re.search(r"GET https://\S+/services/helloworld 200", proc.stderr)
+    assert re.search(r"PATCH https://\S+/services/helloworld\?\S*fieldValidation=Strict",
+                     proc.stderr)
+    svc = json.loads(ok(lab, home, "kubectl get svc helloworld -o json"))
+    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert svc["spec"]["ports"][0]["nodePort"] == lab.node_port  # merged, not reallocated
+    assert "kubectl.kubernetes.io/last-applied-configuration" in svc["metadata"]["annotations"]
+    assert ok(lab, home, f"kubectl apply -f {good}").strip() == "service/helloworld unchanged"
 
-        proc = sh(lab, home, f"kubectl apply -f {bad}")
-        assert proc.returncode != 0
-        assert 'unknown field "spec.foo"' in proc.stderr
+    proc = sh(lab, home, f"kubectl apply -f {bad}")
+    assert proc.returncode != 0
+    assert 'unknown field "spec.foo"' in proc.stderr
 
-        # A new Service: GET answers 404, kubectl POSTs it.
-        ok(lab, home, "kubectl delete svc helloworld")
-        proc = sh(lab, home, f"kubectl apply -f {bad}")
-        assert proc.returncode != 0 and 'unknown field "spec.foo"' in proc.stderr
-        assert sh(lab, home, "kubectl get svc helloworld").returncode != 0  # nothing created
-        proc = sh(lab, home, f"kubectl apply -f {good} -v=6")
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == "service/helloworld created"
-        assert re.search(r"POST https://\S+/namespaces/default/services\?\S* 201", proc.stderr)
-        port = ok(lab, home, NODE_PORT).strip()
-        assert 30000 <= int(port) <= 32767
-        answer = post_message(lab, home, ok(lab, home, EXTERNAL_IP).strip(), port)
-        assert answer["host"] in {p["name"] for p in lab.pods}
+    # A new Service: GET answers 404, kubectl POSTs it.
+    ok(lab, home, "kubectl delete svc helloworld")
+    proc = sh(lab, home, f"kubectl apply -f {bad}")
+    assert proc.returncode != 0 and 'unknown field "spec.foo"' in proc.stderr
+    assert sh(lab, home, "kubectl get svc helloworld").returncode != 0  # nothing created
+    proc = sh(lab, home, f"kubectl apply -f {good} -v=6")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "service/helloworld created"
+    assert re.search(r"POST https://\S+/namespaces/default/services\?\S* 201", proc.stderr)
+    port = ok(lab, home, NODE_PORT).strip()
+    assert 30000 <= int(port) <= 32767
+    answer = post_message(lab, home, ok(lab, home, EXTERNAL_IP).strip(), port)
+    assert answer["host"] in {p["name"] for p in lab.pods}

@@ -14,18 +14,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 from lab_runs import delta, load, pod_successes
-
-from harness.lab.cluster import LabCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with LabCluster(nodes=3, placement=[3, 2, 1], service_type="LoadBalancer",
-                    state_dir=tmp_path_factory.mktemp("lab")) as cluster:
-        yield cluster
+def lab(lb_lab):
+    """The session's LoadBalancer lab (conftest.py): these runs only send it traffic."""
+    return lb_lab
 
 
 def harness_run(tmp_path, *args, lab=None, run_id="r", users=4, seconds=3):
@@ -116,10 +114,7 @@ def test_master_and_two_workers_reconcile(lab, tmp_path):
         assert master.returncode == 0, err[-3000:]
     finally:
         for w in workers:
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
+            stop_process(w, timeout=20)
     spread = load(tmp_path / "dist", "spread.json")
     assert spread["totals"]["requests"] > 100
     assert pod_successes(spread) == delta(before, lab.stats())

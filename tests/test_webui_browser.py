@@ -28,8 +28,6 @@ from typing import Any
 
 import pytest
 
-from harness.lab.cluster import LabCluster
-
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -213,62 +211,62 @@ def count(cell: str) -> int:
 
 # -- the lab, as a user would watch it --------------------------------------------------------
 
-def test_spread_tab_shows_the_lab_live(tmp_path, browser):
-    with LabCluster(nodes=3, placement=[3, 2, 1], state_dir=tmp_path / "lab") as lab:
-        pods = [p["name"] for p in lab.pods]
-        nodes = [n["name"] for n in lab.nodes]
-        locust = LocustUI(tmp_path, "--kubeconfig", str(lab.kubeconfig))
-        try:
-            locust.wait_for_requests()
-            browser.open(locust.url + "/?tab=spread")
-            table = table_where(browser, "Entry node", [*pods, *nodes, "All entry points"])
-            # "Req/s now" counts completed seconds only: on a slow machine the first poll can
-            # come inside the run's first second. Watch the live table until one has passed.
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not all(
-                    float(dict(zip(table["head"], row, strict=True))["Req/s now"]
-                          .replace(",", "")) > 0
-                    for row in table["rows"] if row[0] in nodes):
-                time.sleep(1)
-                table = browser.evaluate(READ_TABLE)
-            head = table["head"]
-            # Every endpoint pod has a column, with the node it runs on, served or not.
-            for pod in lab.pods:
-                assert f"{pod['name']} on {pod['node']}" in head
-            rows = {row[0]: dict(zip(head, row, strict=True)) for row in table["rows"]}
-            for node in nodes:
-                assert count(rows[node]["Requests"]) > 0, rows[node]
-                assert float(rows[node]["Req/s now"].replace(",", "")) > 0, rows[node]
-                assert rows[node]["p95 run (ms)"] != "–"
-            placed = {n: sum(1 for p in lab.pods if p["node"] == n) for n in nodes}
-            assert {n: int(rows[n]["Pods"]) for n in nodes} == placed
-            total = rows["All entry points"]
-            assert sum(count(total[f"{p['name']} on {p['node']}"]) for p in lab.pods) == (
-                count(total["Requests"]))  # no failures in the lab: every request has a pod
-            browser.screenshot(tmp_path / "spread-tab.png")
-            # The table follows the run: Locust's own 2 s poll brings our rows along.
-            before = count(total["Requests"])
-            browser.wait_for(
-                f"(() => {{ const t = {READ_TABLE}; const last = t.rows[t.rows.length - 1];"
-                f" return parseInt(last[2].replace(/,/g, '')) > {before}; }})()", timeout=10)
+def test_spread_tab_shows_the_lab_live(lab, tmp_path, browser):
+    # `lab`: the session's NodePort lab (conftest.py); this test only sends it traffic.
+    pods = [p["name"] for p in lab.pods]
+    nodes = [n["name"] for n in lab.nodes]
+    locust = LocustUI(tmp_path, "--kubeconfig", str(lab.kubeconfig))
+    try:
+        locust.wait_for_requests()
+        browser.open(locust.url + "/?tab=spread")
+        table = table_where(browser, "Entry node", [*pods, *nodes, "All entry points"])
+        # "Req/s now" counts completed seconds only: on a slow machine the first poll can
+        # come inside the run's first second. Watch the live table until one has passed.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(
+                float(dict(zip(table["head"], row, strict=True))["Req/s now"]
+                      .replace(",", "")) > 0
+                for row in table["rows"] if row[0] in nodes):
+            time.sleep(1)
+            table = browser.evaluate(READ_TABLE)
+        head = table["head"]
+        # Every endpoint pod has a column, with the node it runs on, served or not.
+        for pod in lab.pods:
+            assert f"{pod['name']} on {pod['node']}" in head
+        rows = {row[0]: dict(zip(head, row, strict=True)) for row in table["rows"]}
+        for node in nodes:
+            assert count(rows[node]["Requests"]) > 0, rows[node]
+            assert float(rows[node]["Req/s now"].replace(",", "")) > 0, rows[node]
+            assert rows[node]["p95 run (ms)"] != "–"
+        placed = {n: sum(1 for p in lab.pods if p["node"] == n) for n in nodes}
+        assert {n: int(rows[n]["Pods"]) for n in nodes} == placed
+        total = rows["All entry points"]
+        assert sum(count(total[f"{p['name']} on {p['node']}"]) for p in lab.pods) == (
+            count(total["Requests"]))  # no failures in the lab: every request has a pod
+        browser.screenshot(tmp_path / "spread-tab.png")
+        # The table follows the run: Locust's own 2 s poll brings our rows along.
+        before = count(total["Requests"])
+        browser.wait_for(
+            f"(() => {{ const t = {READ_TABLE}; const last = t.rows[t.rows.length - 1];"
+            f" return parseInt(last[2].replace(/,/g, '')) > {before}; }})()", timeout=10)
 
-            browser.open(locust.url + "/?tab=spread-findings")
-            findings = table_where(browser, "Finding", ["externalTrafficPolicy"])
-            texts = " ".join(r[1] for r in findings["rows"])
-            assert "kube-proxy" in texts, findings
-            browser.screenshot(tmp_path / "spread-findings-tab.png")
+        browser.open(locust.url + "/?tab=spread-findings")
+        findings = table_where(browser, "Finding", ["externalTrafficPolicy"])
+        texts = " ".join(r[1] for r in findings["rows"])
+        assert "kube-proxy" in texts, findings
+        browser.screenshot(tmp_path / "spread-findings-tab.png")
 
-            browser.open(locust.url + "/?tab=reports")
-            links = browser.wait_for(
-                "(() => { const a = [...document.querySelectorAll('a')]"
-                ".filter(a => a.href.includes('/nodeport/')).map(a => a.href);"
-                " return a.length ? a : null; })()")
-            assert locust.url + "/nodeport/report" in links
-            assert locust.url + "/nodeport/spread.json" in links
-            browser.screenshot(tmp_path / "download-data-tab.png")
-            assert browser.errors == [], browser.errors
-        finally:
-            locust.close()
+        browser.open(locust.url + "/?tab=reports")
+        links = browser.wait_for(
+            "(() => { const a = [...document.querySelectorAll('a')]"
+            ".filter(a => a.href.includes('/nodeport/')).map(a => a.href);"
+            " return a.length ? a : null; })()")
+        assert locust.url + "/nodeport/report" in links
+        assert locust.url + "/nodeport/spread.json" in links
+        browser.screenshot(tmp_path / "download-data-tab.png")
+        assert browser.errors == [], browser.errors
+    finally:
+        locust.close()
     print(f"screenshots: {tmp_path / 'spread-tab.png'} {tmp_path / 'spread-findings-tab.png'}")
 
 

@@ -1,6 +1,6 @@
 """`nodeport-harness capacity`: step the load up, find where the Service stops meeting its
 SLO, and say how many pods a target rate needs (the maths: harness.core.capacity; the Locust
-shape: harness/plugin/capacity.py; the page: harness.report.capacity_page)."""
+shape: harness/plugin/capacity_shape.py; the page: harness.report.capacity_page)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.capacity import exit_code_for, make_plan
+from harness.core.text import number, secs
 from harness.errors import HarnessError
 from harness.options import CAPACITY_OPTIONS, add_capacity_options
 
-LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "capacity.py"
+LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "capacity_shape.py"
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     args.spawn_rate = None
     args.run_time = f"{math.ceil(plan.duration_s) + 30}s"
     args.locustfile = str(LOCUSTFILE)
-    print(f"capacity: {len(plan.loads)} steps of {plan.step_time_s:g} s "
+    print(f"capacity: {number(len(plan.loads))} steps of {secs(plan.step_time_s)} "
           f"({'users' if plan.mode == 'closed' else 'req/s'}: "
-          f"{', '.join(f'{load:g}' for load in plan.loads)}), about "
-          f"{plan.duration_s:.0f} s", file=sys.stderr)
+          # "; " between loads: a thousands comma would make ", " ambiguous (1,000, 2,000).
+          f"{'; '.join(number(load) for load in plan.loads)}), about "
+          f"{secs(plan.duration_s)}", file=sys.stderr)
     with _target(args) as lab_truth:
         if lab_truth:
             args.capacity_lab = json.dumps(lab_truth)

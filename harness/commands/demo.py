@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.text import fair_index, ms, number, pct, rate, secs
 from harness.errors import HarnessError
 
 DEMO_SCHEMA = "nodeport-harness/demo/v1"
@@ -125,7 +126,7 @@ def run(args) -> int:
     write_json_atomic(demo_dir / "demo.json", data)
     write_text_atomic(demo_dir / "index.html", render_page(data))
     (demo_dir / ".started").unlink(missing_ok=True)
-    print(f"\ndemo report: {demo_dir / 'index.html'}  ({data['duration_s']} s)")
+    print(f"\ndemo report: {demo_dir / 'index.html'}  ({secs(data['duration_s'])})")
     for claim in facts:
         print(f"- {claim['text']}")
     return 0
@@ -191,8 +192,9 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
         share = _node(naive, "node-1").get("share") or 0.0
         others = sum(1 for p in naive.get("pods", []) if p.get("node") != "node-1")
         add("naive-ingress", "naive",
-            f"The naive client sent {_pct(share)} of its requests through node-1, though "
-            f"{others} of {len(naive.get('pods', []))} pods run on other nodes: node-1 is a "
+            f"The naive client sent {pct(share)} of its requests through node-1, though "
+            f"{number(others)} of {number(len(naive.get('pods', [])))} pods run on other nodes: "
+            "node-1 is a "
             "single point of failure.", node1_share=share, pods_elsewhere=others)
     for sid, label in (("fail-single", "the naive client's requests"),
                        ("fail-all", "the requests of a client rotating over all nodes"),
@@ -205,8 +207,8 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
         ratio = fault.get("steady_fail_ratio")
         figures = {"fault_t": fault.get("t"), "fail_ratio": ratio,
                    "rps_before": fault.get("rps_before"), "rps_after": fault.get("rps_steady")}
-        slowdown = (f"; throughput went from {figures['rps_before']:.0f} to "
-                    f"{figures['rps_after']:.0f} req/s as clients waited for time-outs"
+        slowdown = (f"; throughput went from {number(figures['rps_before'])} to "
+                    f"{rate(figures['rps_after'])} as clients waited for time-outs"
                     if figures["rps_before"] and figures["rps_after"] is not None else "")
         if sid == "fail-lb":
             recovered = _recovery_s(summary, fault)
@@ -215,40 +217,40 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
             total = totals.get("fail_ratio") or 0.0
             figures["run_fail_ratio"] = total
             add("lb-failover", sid,
-                f"Through {label}, only {totals.get('failures', 0):,} of "
-                f"{totals.get('requests', 0):,} requests ({total * 100:.2f} %) failed although "
+                f"Through {label}, only {number(totals.get('failures', 0))} of "
+                f"{number(totals.get('requests', 0))} requests ({pct(total)}) failed although "
                 "node-1 went down"
-                + (f": the last failure came {recovered:.1f} s after the fault, once its "
+                + (f": the last failure came {secs(recovered)} after the fault, once its "
                    "health check had removed the node and requests already sent there had "
                    "timed out; none after" if recovered else ": none at all")
                 + ".", **figures)
         elif ratio is not None:
             add(f"{sid}-impact", sid,
-                f"After node-1 went down, {_pct(ratio)} of {label} failed"
+                f"After node-1 went down, {pct(ratio)} of {label} failed"
                 + slowdown + ".", **figures)
     keep, close = summaries.get("all-keepalive"), summaries.get("all-close")
     if keep:
         share = [n.get("share") or 0 for n in keep.get("nodes", []) if n.get("is_node", True)]
         add("spread-nodes", "all-keepalive",
             "Rotating over every node spread ingress to "
-            + ", ".join(_pct(s) for s in share) + " per node.", node_shares=share)
+            + ", ".join(pct(s) for s in share) + " per node.", node_shares=share)
     if keep and close:
         k, c = keep.get("keepalive", {}), close.get("keepalive", {})
         kj, cj = keep.get("fairness", {}).get("jain"), close.get("fairness", {}).get("jain")
         add("connections-not-requests", "all-keepalive",
             "kube-proxy balances connections, not requests: with keep-alive each client "
-            f"connection stayed on {k.get('mean_distinct_pods') or 0:.1f} pod(s) on average "
-            f"(Jain fairness over pods {_num(kj)}); with a new connection per request the "
-            f"same clients reached {c.get('mean_distinct_pods') or 0:.1f} pods each "
-            f"(fairness {_num(cj)}).", keepalive_pods=k.get("mean_distinct_pods"),
+            f"connection stayed on {number(k.get('mean_distinct_pods') or 0)} pod(s) on "
+            f"average (Jain fairness over pods {fair_index(kj)}); with a new connection per "
+            f"request the same clients reached {number(c.get('mean_distinct_pods') or 0)} "
+            f"pods each (fairness {fair_index(cj)}).", keepalive_pods=k.get("mean_distinct_pods"),
             close_pods=c.get("mean_distinct_pods"), jain_keepalive=kj, jain_close=cj)
     if close:
         cross = close.get("cross_node", {})
         cost = (cross.get("cost_ms") or {}).get("p50")
         add("cross-node", "all-close",
-            f"{_pct(cross.get('share'))} of requests were forwarded to a pod on another node "
+            f"{pct(cross.get('share'))} of requests were forwarded to a pod on another node "
             "(an extra hop, and the pod sees the node's address, not the client's)"
-            + (f", adding {cost:.2f} ms at p50" if cost is not None else "") + ".",
+            + (f", adding {ms(cost)} at p50" if cost is not None else "") + ".",
             cross_share=cross.get("share"), cost_p50_ms=cost)
     local = summaries.get("local")
     if local:
@@ -257,10 +259,10 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
         shares = [p.get("share") or 0 for p in local.get("pods", []) if p.get("in_endpoints")]
         add("local-policy", "local",
             f"With externalTrafficPolicy Local no request crossed nodes "
-            f"({_pct(cross.get('share') or 0)}), but node-3, with no pod, failed "
-            f"{_pct(1 - (node3.get('availability') or 0))} of the requests sent to it, and pod "
-            f"shares ranged from {_pct(min(shares) if shares else 0)} to "
-            f"{_pct(max(shares) if shares else 0)}.",
+            f"({pct(cross.get('share') or 0)}), but node-3, with no pod, failed "
+            f"{pct(1 - (node3.get('availability') or 0))} of the requests sent to it, and pod "
+            f"shares ranged from {pct(min(shares) if shares else 0)} to "
+            f"{pct(max(shares) if shares else 0)}.",
             cross_share=cross.get("share"), node3_availability=node3.get("availability"),
             pod_share_min=min(shares) if shares else None,
             pod_share_max=max(shares) if shares else None)
@@ -297,14 +299,6 @@ def _recovery_s(summary: dict, fault: dict) -> float | None:
     if not failing:
         return 0.0
     return max(0.0, max(failing) + 1 - fault["t"])
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.1f} %"
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -345,7 +339,7 @@ def render_page(data: dict[str, Any]) -> str:
 
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     return env.from_string(PAGE).render(
-        data=data, verdict=verdict(data["claims"]), pct=_pct,
+        data=data, verdict=verdict(data["claims"]), pct=pct, number=number, secs=secs,
     )
 
 
@@ -362,8 +356,8 @@ text-align:right} th:first-child,td:first-child{text-align:left}
 </style></head><body>
 <h1>Why a NodePort Service needs a LoadBalancer</h1>
 <p>Measured on the embedded lab: 3 nodes with pods placed {{ data.placement|join("/") }},
-{{ data.users }} users per scenario, {{ data.seconds_per_scenario }} s each
-(total {{ data.duration_s }} s). Every number below comes from these runs; each scenario's
+{{ number(data.users) }} users per scenario, {{ secs(data.seconds_per_scenario) }} each
+(total {{ secs(data.duration_s) }}). Every number below comes from these runs; each scenario's
 full report is linked.</p>
 {% for s in data.scenarios %}
 <h2 id="{{ s.id }}">{{ s.title }}</h2>
@@ -372,12 +366,12 @@ full report is linked.</p>
 {% set t = s.summary.get("totals", {}) %}
 <table><tr><th>requests</th><th>failed</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>
 <th>cross-node</th><th>pods per client session</th></tr>
-<tr><td>{{ t.get("requests", "") }}</td><td>{{ pct(t.get("fail_ratio")) }}</td>
-<td>{{ "%.0f"|format(t.get("rps") or 0) }}</td>
-<td>{{ "%.2f"|format(s.summary.get("latency", {}).get("overall", {}).get("p50") or 0) }}</td>
-<td>{{ "%.2f"|format(s.summary.get("latency", {}).get("overall", {}).get("p95") or 0) }}</td>
+<tr><td>{{ number(t.get("requests")) }}</td><td>{{ pct(t.get("fail_ratio")) }}</td>
+<td>{{ number(t.get("rps")) }}</td>
+<td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p50")) }}</td>
+<td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p95")) }}</td>
 <td>{{ pct(s.summary.get("cross_node", {}).get("share")) }}</td>
-<td>{{ "%.1f"|format(s.summary.get("keepalive", {}).get("mean_distinct_pods") or 0) }}</td></tr>
+<td>{{ number(s.summary.get("keepalive", {}).get("mean_distinct_pods")) }}</td></tr>
 </table>
 <table><tr><th>entry</th><th>share</th><th>availability</th></tr>
 {% for n in s.summary.get("nodes", []) if n.get("requests") %}

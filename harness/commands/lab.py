@@ -22,10 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import LabError
+from harness.core.faults import USAGE, check_fault
+from harness.errors import HarnessError, LabError
+from harness.lab import config as lab_config
 
 DEFAULT_STATE_DIR = ".lab"
-USAGE_ACTIONS = ("stats", "fault node NODE down|up", "fault pod POD kill", "stop")
+USAGE_ACTIONS = ("stats", *(f"fault {usage}" for usage in USAGE), "stop")
+# The lab settings this command offers as flags (the rest keep LabConfig's defaults).
+COMMAND_SETTINGS = ("nodes", "pods", "placement", "service_type", "node_port", "policy",
+                    "affinity", "proxy_mode", "pod_service_ms", "pod_concurrency",
+                    "external_ip", "block", "extra_api_nodes", "hop_ms", "restricted_token",
+                    "lb_check_s", "seed")
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,35 +44,7 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the lab keeps lab.json, its kubeconfig and its log "
                              "(default .lab/)")
     lab = parser.add_argument_group("lab shape (when starting)")
-    lab.add_argument("--nodes", type=int, default=3, help="worker nodes (default 3)")
-    lab.add_argument("--pods", type=int, default=6, help="helloworld pods (default 6)")
-    lab.add_argument("--placement", help="pods per node, e.g. 3,2,1 (default: even)")
-    lab.add_argument("--service-type", default="NodePort",
-                     choices=("NodePort", "ClusterIP", "LoadBalancer"))
-    lab.add_argument("--node-port", type=int, help="the Service's nodePort (default: allocated)")
-    lab.add_argument("--policy", default="Cluster", choices=("Cluster", "Local"),
-                     help="externalTrafficPolicy (default Cluster)")
-    lab.add_argument("--affinity", default="None", choices=("None", "ClientIP"),
-                     help="sessionAffinity (default None)")
-    lab.add_argument("--proxy-mode", default="iptables", choices=("iptables", "ipvs"),
-                     help="kube-proxy mode: random (iptables) or round-robin (ipvs)")
-    lab.add_argument("--pod-service-ms", type=float, default=0.0,
-                     help="time each request takes in a pod, ms (default 0)")
-    lab.add_argument("--pod-concurrency", type=int, default=0,
-                     help="requests a pod serves at once; the rest queue (0: no cap)")
-    lab.add_argument("--no-external-ip", action="store_true",
-                     help="nodes have an InternalIP only")
-    lab.add_argument("--block", default="0",
-                     help="address block: 127.<B>.x.y, 0-250, or 'auto' (default 0)")
-    lab.add_argument("--extra-api-nodes", type=int, default=0,
-                     help="extra nodes the API lists without listeners (scale tests)")
-    lab.add_argument("--hop-ms", type=float, default=0.2,
-                     help="added per client->pod chunk when the pod is on another node")
-    lab.add_argument("--restricted-token", action="store_true",
-                     help="also write a least-privilege kubeconfig (kubeconfig-restricted)")
-    lab.add_argument("--lb-check-s", type=float, default=0.5,
-                     help="LoadBalancer health-check interval, s (default 0.5)")
-    lab.add_argument("--seed", type=int, help="random seed (pod names, nodePort, choices)")
+    lab_config.add_arguments(lab, COMMAND_SETTINGS)
 
 
 add_arguments = add_lab_arguments
@@ -93,13 +72,14 @@ run = run_lab
 
 
 def _fault(args: argparse.Namespace, rest: list[str]) -> int:
-    allowed = {"node": ("down", "up"), "pod": ("kill",)}
-    if len(rest) != 3 or rest[0] not in allowed or rest[2] not in allowed[rest[0]]:
-        raise LabError(f"bad fault {' '.join(rest)!r}; use 'lab fault node NODE down|up' "
-                       "or 'lab fault pod POD kill'")
-    kind, name, action = rest
-    return _print(_control(args, "POST", "/lab/v1/faults",
-                           {"kind": kind, "name": name, "action": action}))
+    use = "use " + " or ".join(f"'lab fault {usage}'" for usage in USAGE)
+    if len(rest) != 3:
+        raise LabError(f"bad fault {' '.join(rest)!r}; {use}")
+    try:
+        fault = check_fault(*rest)
+    except HarnessError as err:
+        raise LabError(f"bad fault {' '.join(rest)!r} ({err}); {use}") from None
+    return _print(_control(args, "POST", "/lab/v1/faults", fault.to_dict()))
 
 
 def _control(args: argparse.Namespace, method: str, path: str,
@@ -134,38 +114,10 @@ def _print(data: Any) -> int:
 # -- the foreground lab ------------------------------------------------------------------
 
 
-def _lab_options(args: argparse.Namespace) -> dict[str, Any]:
-    placement = None
-    if args.placement:
-        try:
-            placement = [int(part) for part in args.placement.split(",")]
-        except ValueError:
-            raise LabError(f"--placement must be comma-separated pod counts, e.g. 3,2,1; "
-                           f"got {args.placement!r}") from None
-    if str(args.block).lower() == "auto":
-        block = None
-    else:
-        try:
-            block = int(args.block)
-        except ValueError:
-            raise LabError(f"--block must be a number 0-250 or 'auto', got {args.block!r}"
-                           ) from None
-    return {
-        "nodes": args.nodes, "pods": sum(placement) if placement else args.pods,
-        "placement": placement, "service_type": args.service_type,
-        "node_port": args.node_port, "policy": args.policy, "affinity": args.affinity,
-        "proxy_mode": args.proxy_mode, "pod_service_ms": args.pod_service_ms,
-        "pod_concurrency": args.pod_concurrency, "external_ip": not args.no_external_ip,
-        "state_dir": args.state_dir, "block": block, "extra_api_nodes": args.extra_api_nodes,
-        "hop_ms": args.hop_ms, "restricted_token": args.restricted_token,
-        "lb_check_s": args.lb_check_s, "seed": args.seed,
-    }
-
-
 def _foreground(args: argparse.Namespace) -> int:
     from harness.lab.cluster import LabCluster
 
-    lab = LabCluster(**_lab_options(args))
+    lab = LabCluster(lab_config.from_args(args, state_dir=args.state_dir))
     stop = threading.Event()
     previous = {}
 

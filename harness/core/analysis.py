@@ -43,13 +43,7 @@ from typing import Any
 from scipy import stats as scipy_stats
 
 from harness.core.faults import UNDO_ACTIONS, parse_marker
-from harness.core.findings import (
-    Row,
-    build_findings,
-    fraction,
-    ms,
-    pct,
-)
+from harness.core.findings import Row, build_findings, fraction
 from harness.core.histogram import (
     SERIES_SHIFT,
     bucket_range_us,
@@ -59,6 +53,7 @@ from harness.core.histogram import (
 )
 from harness.core.recorder import OTHER_POD, UNKNOWN_POD, check_spread
 from harness.core.runinfo import THRESHOLDS
+from harness.core.text import fair_index, ms, number, pct
 from harness.errors import HarnessError
 
 SUMMARY_SCHEMA = "nodeport-harness/summary/v1"
@@ -480,13 +475,14 @@ def _threshold(s: Mapping[str, Any], name: str, limit: Any) -> tuple[Any, bool, 
         return value, value is not None and value <= limit, ms(value), f"≤ {ms(limit)}"
     if name == "min_fairness":
         value = s["fairness"]["jain"]
-        shown = "n/a" if value is None else f"{value:.3f}"
-        return value, value is not None and value >= limit, shown, f"≥ {limit}"
+        return (value, value is not None and value >= limit, fair_index(value),
+                f"≥ {fair_index(limit)}")
     if name == "require_all_pods":
         zero = s["zero_pods"]
         existing = sum(1 for p in s["pods"] if p["in_endpoints"])
         value = len(zero) if existing else None
-        shown = f"{value} of {existing}" + (f" ({', '.join(zero)})" if zero else "")
+        shown = (f"{number(value)} of {number(existing)}"
+                 + (f" ({', '.join(zero)})" if zero else ""))
         return value, value == 0, shown, "0"
     shares = [n["share"] for n in s["nodes"] if n["share"] is not None and n["requests"]]
     value = max(shares) if shares else None

@@ -6,7 +6,7 @@ reply arrives, so a slow server slows the offered load down (coordinated omissio
 under-reported once the server saturates). Open loop (``--step-rps``): a step offers a rate,
 spread over paced users (``constant_throughput`` with a live interval), so the offered load
 holds while each reply arrives within the pacing interval. The shape lives in
-``harness/plugin/capacity.py``, the command in ``harness/commands/capacity.py``; this module
+``harness/plugin/capacity_shape.py``, the command in ``harness/commands/capacity.py``; this module
 is the pure arithmetic: the step plan, per-step figures from spread.json, the knee and the
 capacity result.
 
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.core.analysis import jain_index
-from harness.core.findings import fraction, ms, number, pct
+from harness.core.findings import fraction
 from harness.core.histogram import SERIES_SHIFT, hist_items, percentiles
-from harness.core.text import parse_duration
+from harness.core.text import ms, number, parse_duration, pct, rate, secs
 from harness.errors import HarnessError
 
 CAPACITY_SCHEMA = "nodeport-harness/capacity/v1"
@@ -46,7 +46,7 @@ CLOSED_MODEL = ("closed loop: each user sends its next request when the reply ar
                 "slower server is offered less load and latency past saturation is "
                 "under-reported (coordinated omission); users rise in steps")
 OPEN_MODEL = ("open loop (paced users): each step offers a fixed rate spread over users paced "
-              "at {pacing:g} s, so the offered load holds while replies take less than that; "
+              "at {pacing}, so the offered load holds while replies take less than that; "
               "beyond it users fall behind and the step is marked as not held")
 
 # -- the step plan (pure) --------------------------------------------------------------------
@@ -81,7 +81,7 @@ class StepPlan:
 
     def load_model(self) -> str:
         return CLOSED_MODEL if self.mode == "closed" else OPEN_MODEL.format(
-            pacing=round(self.pacing_s or 0, 3))
+            pacing=secs(self.pacing_s or 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "loads": list(self.loads), "step_time_s": self.step_time_s,
@@ -142,8 +142,8 @@ def make_plan(options: Any) -> StepPlan:
     if settle < 0:
         raise HarnessError(f"--settle-s must not be negative, got {settle}")
     if step_time < settle + MIN_MEASURED_S:
-        raise HarnessError(f"--step-time {options.step_time} leaves under {MIN_MEASURED_S:g} s "
-                           f"to measure after the {settle:g} s settle time; use at least "
+        raise HarnessError(f"--step-time {options.step_time} leaves under {secs(MIN_MEASURED_S)} "
+                           f"to measure after the {secs(settle)} settle time; use at least "
                            f"{math.ceil(settle + MIN_MEASURED_S)}s")
     if closed:
         names, values = ("--step-users", "--start-users", "--max-users"), (
@@ -159,7 +159,8 @@ def make_plan(options: Any) -> StepPlan:
         if value <= 0:
             raise HarnessError(f"{name} must be positive, got {value}")
     if maximum < start:
-        raise HarnessError(f"{names[2]} {maximum:g} is below the first step's {start:g}")
+        raise HarnessError(f"{names[2]} {number(maximum)} is below the first step's "
+                           f"{number(start)}")
     loads = step_loads(float(start), float(step), float(maximum))
     if len(loads) > MAX_STEPS:
         raise HarnessError(f"{len(loads)} steps is more than {MAX_STEPS}: raise {names[0]} "
@@ -377,26 +378,19 @@ def _reasoning(base: str, result: Mapping[str, Any]) -> str:
     index = result.get("saturation_index")
     if index is not None:
         peak = rows[index]
-        parts.append(f"The most any step delivered was {_rate(result['saturation_rps'])} "
-                     f"(step {peak['step']}, p95 {_ms(peak.get('p95'))}).")
+        parts.append(f"The most any step delivered was {rate(result['saturation_rps'])} "
+                     f"(step {peak['step']}, p95 {ms(peak.get('p95'))}).")
     lab = result.get("lab")
     if lab and lab.get("saturation_vs_truth") is not None:
         parts.append(
-            f"The lab's pods can serve {_rate(lab['true_capacity_rps'])} ({lab['pods']} pods "
-            f"x {lab['pod_concurrency']} at a time / {lab['pod_service_ms']:g} ms); the "
-            f"measured peak is {lab['saturation_vs_truth'] * 100:.0f} % of that.")
+            f"The lab's pods can serve {rate(lab['true_capacity_rps'])} "
+            f"({number(lab['pods'])} pods x {number(lab['pod_concurrency'])} at a time / "
+            f"{ms(lab['pod_service_ms'])}); the measured peak is "
+            f"{pct(lab['saturation_vs_truth'])} of that.")
     parts.append("Measured " + ("in a closed loop (users rise in steps)."
                                 if result["mode"] == "closed" else
                                 "in an open loop (a fixed rate offered per step)."))
     return " ".join(parts)
-
-
-def _rate(rps: float | None) -> str:
-    return "n/a" if rps is None else f"{rps:,.1f} req/s"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 def exit_code_for(result: Mapping[str, Any]) -> int:
@@ -485,37 +479,37 @@ def plan_capacity(
     if knee is None:
         first = steps_out[0]
         result["reasoning"] = (
-            f"Even the first step ({_load(first)}, {_rate(first['rps'])}) broke the SLO "
+            f"Even the first step ({_load(first)}, {rate(first['rps'])}) broke the SLO "
             f"({_why(first, slo_p95_ms, max_fail_ratio)}): capacity is below it; start the "
             "steps lower.")
         return result
     parts = [f"The highest step meeting the SLO ({slo}) ran {_load(knee)} at "
-             f"{_rate(knee['rps'])} with p95 {ms(knee.get('p95'))}"]
+             f"{rate(knee['rps'])} with p95 {ms(knee.get('p95'))}"]
     breach = result["breach_index"]
     if breach is not None:
         parts[-1] += (f"; the next ({_load(steps_out[breach])}) broke it "
                       f"({_why(steps_out[breach], slo_p95_ms, max_fail_ratio)})")
     else:
         parts[-1] += "; no step broke it, so the true limit is higher than measured"
-    parts.append(f"With {pods} pods that is {_rate(per_pod)} per pod"
-                 + (f" ({_rate(per_node)} per node over {nodes} nodes)" if nodes else ""))
+    parts.append(f"With {number(pods)} pods that is {rate(per_pod)} per pod"
+                 + (f" ({rate(per_node)} per node over {number(nodes)} nodes)" if nodes else ""))
     plateau = result["plateau_index"]
     if plateau is not None:
         gain = steps_out[plateau]["gain"]
         parts.append(f"Throughput stopped growing at {_load(steps_out[plateau])} "
-                     f"({'+' if gain >= 0 else ''}{gain * 100:.1f} % over the previous step)")
+                     f"({'+' if gain >= 0 else ''}{pct(gain)} over the previous step)")
     if target_rps is not None and per_pod:
         usable = per_pod * (1 - headroom)
         needed = math.ceil(target_rps / usable - 1e-9)
         result["pods_needed"] = needed
-        text = (f"For {_rate(target_rps)} with {pct(headroom)} headroom each pod may take "
-                f"{_rate(usable)}: {number(round(target_rps))} / {usable:.1f} = "
-                f"{target_rps / usable:.1f}, so {needed} pods")
+        text = (f"For {rate(target_rps)} with {pct(headroom)} headroom each pod may take "
+                f"{rate(usable)}: {number(target_rps)} / {number(usable)} = "
+                f"{number(target_rps / usable)}, so {number(needed)} pods")
         if nodes:
             per_node_pods = pods / nodes
             result["nodes_needed"] = math.ceil(needed / per_node_pods - 1e-9)
-            text += (f" ({result['nodes_needed']} nodes at today's {per_node_pods:.1f} pods "
-                     "per node)")
+            text += (f" ({number(result['nodes_needed'])} nodes at today's "
+                     f"{number(per_node_pods)} pods per node)")
         parts.append(text)
     parts.append("This assumes the pods, not the load generator, were the limit")
     result["reasoning"] = ". ".join(parts) + "."
@@ -526,12 +520,8 @@ def _load(step: Mapping[str, Any]) -> str:
     if step.get("users") is not None:
         return f"{number(step['users'])} users"
     if step.get("rate") is not None:
-        return f"{_rate(step['rate'])} offered"
+        return f"{rate(step['rate'])} offered"
     return "this step"
-
-
-def _rate(rps: float | None) -> str:
-    return "n/a" if rps is None else f"{rps:,.1f}".removesuffix(".0") + " req/s"
 
 
 def _why(step: Mapping[str, Any], slo_p95_ms: float, max_fail_ratio: float) -> str:

@@ -24,7 +24,12 @@ UNDO_ACTIONS = ("up",)  # actions that end an earlier fault on the same name
 VERBS = {"down": "went down", "up": "came back", "kill": "was killed", "killed": "was killed",
          "delete": "was deleted"}
 SPEC_FORMAT = "AT:node:NAME:down|up or AT:pod:NAME:kill (AT: seconds after the start)"
-USAGE = ("node NAME down|up", "pod NAME kill")
+# As a command's words (`lab fault node NODE down`): ("node NODE down|up", "pod POD kill").
+USAGE = tuple(f"{kind} {kind.upper()} {'|'.join(ACTIONS[kind])}" for kind in KINDS)
+# As the lab control API's JSON body, for its "malformed fault" answer.
+BODY_FORMAT = ('{"kind": ' + "|".join(f'"{k}"' for k in KINDS) + ', "name": "...", "action": '
+               + "|".join(f'"{a}"' for a in dict.fromkeys(a for k in KINDS for a in ACTIONS[k]))
+               + "}")
 _MARKER = re.compile(r"^(?:(node|pod)[\s:/]+)?(\S+)\s+(down|up|kill|killed|delete)$", re.I)
 
 
@@ -90,6 +95,8 @@ def parse_marker(label: str, t: float, node_names: set[str]) -> Fault | None:
     if not match:
         return None
     kind, name, action = match.groups()
+    if name.rstrip(":/") in KINDS:  # "pod: down": a kind with no name
+        return None
     kind = kind or ("node" if name in node_names or not node_names else "pod")
     return Fault(kind.lower(), name, action.lower(), t)
 

@@ -1,7 +1,7 @@
 """Findings: the plain sentences (with their numbers and a severity) a summary reads as.
 
-Pure: from `analysis.summarize`'s dict; no I/O. The formatting helpers live here too so
-every sentence, here or in the capacity reasoning, writes numbers the same way.
+Pure: from `analysis.summarize`'s dict; no I/O. Every number goes through `harness.core.text`,
+so a sentence here reads its figures as the tables and the other outputs do.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.core.faults import verb as fault_verb
+from harness.core.text import fair_index, ms, number, p_value, pct, rate, secs, times
 
 SEVERITIES = ("critical", "warning", "info", "ok")
 
@@ -75,8 +76,9 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
                          "failure whatever the Service type.", **metric)]
     if len(entered) == 1:
         elsewhere = pods_total - top["pods"]
-        tail = (f", though {elsewhere} of {pods_total} pods run elsewhere" if elsewhere
-                else f" (it also runs all {pods_total} pods)" if pods_total else "")
+        tail = (f", though {number(elsewhere)} of {number(pods_total)} pods run elsewhere"
+                if elsewhere else
+                f" (it also runs all {number(pods_total)} pods)" if pods_total else "")
         return [_finding(
             "ingress_concentration", "critical",
             f"All ingress entered through {top['name']} ({pct(share)}): if {top['name']} "
@@ -85,7 +87,7 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
     unused = [n["name"] for n in targeted if not n["requests"]]
     if share > max(1.5 * even, 0.5) or unused:
         text = (f"Ingress was uneven: {top['name']} took {pct(share)} of requests against "
-                f"{pct(even)} for an even spread over {len(targeted)} nodes; if it fails, "
+                f"{pct(even)} for an even spread over {number(len(targeted))} nodes; if it fails, "
                 f"{pct(share)} of clients fail")
         if unused:
             text += f" ({', '.join(unused)} got nothing)"
@@ -95,8 +97,8 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
     each = pct(share) if pct(low) == pct(share) else f"{pct(low)} to {pct(share)}"
     return [_finding(
         "ingress_concentration", "ok",
-        f"Ingress was spread over {len(entered)} nodes ({each} each): losing one costs about "
-        f"{pct(share)} of clients, not all.", low=low, **metric)]
+        f"Ingress was spread over {number(len(entered))} nodes ({each} each): losing one costs "
+        f"about {pct(share)} of clients, not all.", low=low, **metric)]
 
 
 def _f_faults(s: Mapping[str, Any]) -> list[Row]:
@@ -127,9 +129,12 @@ def _f_faults(s: Mapping[str, Any]) -> list[Row]:
             text = (f"{when}: from {secs(fault['settle_s'])} later {until}, "
                     f"{pct(steady)} of requests failed"
                     + (f" ({pct(before)} before)" if before is not None else ""))
-            if fault.get("rps_before") and fault.get("rps_steady") is not None:
-                text += (f", and throughput fell from {fault['rps_before']:.0f} to "
-                         f"{fault['rps_steady']:.0f} req/s as users waited on time-outs")
+            rps_before, rps_steady = fault.get("rps_before"), fault.get("rps_steady")
+            # Only a real fall is news (fast failures such as refused connections keep the
+            # rate); closed-loop users waiting on time-outs are what makes it fall.
+            if rps_before and rps_steady is not None and rps_steady < 0.9 * rps_before:
+                text += (f", and throughput fell from {number(rps_before)} to "
+                         f"{rate(rps_steady)} as users waited on failing requests")
         else:
             text = (f"{when}: {pct(ratio)} of requests failed from then {until} "
                     f"({number(fault['failures'])} of {number(fault['requests'])}"
@@ -215,9 +220,10 @@ def _f_local_policy(s: Mapping[str, Any]) -> list[Row]:
             out.append(_finding(
                 "local_policy_imbalance", "info",
                 f"externalTrafficPolicy Local spreads per node, not per pod: {most['name']} "
-                f"runs {most['pods']} pods and {least['name']} runs {least['pods']}, so with "
-                f"even ingress each pod on {least['name']} takes {times(factor)} the load of one "
-                f"on {most['name']}.", most=most["name"], least=least["name"], factor=factor))
+                f"runs {number(most['pods'])} pods and {least['name']} runs "
+                f"{number(least['pods'])}, so with even ingress each pod on {least['name']} "
+                f"takes {times(factor)} the load of one on {most['name']}.",
+                most=most["name"], least=least["name"], factor=factor))
     return out
 
 
@@ -232,7 +238,7 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
                          "everything: there is no spread to measure.", **fairness)]
     jain, ratio, p = fairness["jain"], fairness["max_min_ratio"], fairness["chi2_p"]
     busiest = max(s["pods"], key=lambda r: r["successes"])
-    spread = (f"Jain's index {jain:.3f} over {pods} pods (1 = even), max/min "
+    spread = (f"Jain's index {fair_index(jain)} over {number(pods)} pods (1 = even), max/min "
               f"{times(ratio) if ratio else 'infinite (a pod got nothing)'}, "
               f"chi-square against uniform {p_value(p)}")
     if jain < 0.9 or ratio is None or ratio > 2:
@@ -261,11 +267,11 @@ def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:
     out = []
     if existing and not zero:
         out.append(_finding("pods_without_traffic", "ok",
-                            f"All {len(existing)} pods served requests.", zero=[]))
+                            f"All {number(len(existing))} pods served requests.", zero=[]))
     elif zero and s["totals"]["successes"]:
         names = ", ".join(f"{p['name']} (on {p['node']})" if p["node"] else p["name"]
                           for p in zero)
-        text = f"{len(zero)} of {len(existing)} pods received nothing: {names}"
+        text = f"{number(len(zero))} of {number(len(existing))} pods received nothing: {names}"
         service = s["service"] or {}
         quiet = {n["name"] for n in s["nodes"] if not n["requests"]}
         keepalive = s["keepalive"]
@@ -283,7 +289,7 @@ def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:
     if stray and existing:
         out.append(_finding(
             "pods_not_in_endpoints", "info",
-            f"{len(stray)} pods served traffic but were not in the discovered endpoints "
+            f"{number(len(stray))} pods served traffic but were not in the discovered endpoints "
             f"({', '.join(stray[:5])}{', ...' if len(stray) > 5 else ''}): pods were replaced "
             "during the run or the target is stale.", pods=stray))
     return out
@@ -319,8 +325,8 @@ def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
     if per_connection < 1.5:
         return [_finding(
             "keepalive_pinning", "info",
-            f"Each connection carried {per_connection:.1f} requests on average: kube-proxy "
-            f"chose a pod for almost every request{caveat}.", **metric)]
+            f"Each connection carried {_count_of(per_connection, 'request')} on average: "
+            f"kube-proxy chose a pod for almost every request{caveat}.", **metric)]
     mean_pods = k["mean_distinct_pods"]
     if mean_pods is None:
         return []
@@ -329,15 +335,16 @@ def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
     if single >= 0.95:
         severity = "warning" if k["connections"] < 10 * pods else "info"
         text = (f"With keep-alive each connection stayed on one pod: {number(k['connections'])} "
-                f"connections saw {mean_pods:.1f} pods each on average ({pct(single)} saw "
-                f"exactly one) and carried {per_connection:.0f} requests each; kube-proxy "
-                "balances connections, not requests, so the spread over "
-                f"{pods} pods is only as fine as the connections{caveat}.")
+                f"connections saw {_count_of(mean_pods, 'pod')} each on average "
+                f"({pct(single)} saw exactly one) and carried "
+                f"{_count_of(per_connection, 'request')} each; kube-proxy balances "
+                "connections, not requests, so the spread over "
+                f"{number(pods)} pods is only as fine as the connections{caveat}.")
         return [_finding("keepalive_pinning", severity, text, **metric)]
     return [_finding(
         "keepalive_pinning", "ok",
         f"Connections were not pinned: {number(k['connections'])} connections saw "
-        f"{mean_pods:.1f} pods each on average ({pct(single)} saw only one), so something "
+        f"{_count_of(mean_pods, 'pod')} each on average ({pct(single)} saw only one), so something "
         f"balances per request (an L7 proxy or session handling){caveat}.", **metric)]
 
 
@@ -430,44 +437,7 @@ def _f_loadbalancer(s: Mapping[str, Any], findings: list[Row]) -> list[Row]:
     return [_finding("loadbalancer", "info", text + ".", reasons=reasons, lb_ingress=lb)]
 
 
-# -- formatting: one place, so every sentence reads the same ------------------------------------
-
-def pct(ratio: float | None) -> str:
-    if ratio is None:
-        return "n/a"
-    value = ratio * 100
-    if value == 0:
-        return "0 %"
-    if value < 0.01:
-        return "< 0.01 %"
-    if value < 1:
-        return f"{value:.2f}".rstrip("0").rstrip(".") + " %"
-    if 99.95 <= value < 100:
-        return "> 99.9 %"
-    return f"{value:.1f}".removesuffix(".0") + " %"
-
-
-def ms(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    magnitude = abs(value)
-    digits = 2 if magnitude < 10 else 1 if magnitude < 100 else 0
-    return f"{value:.{digits}f} ms"
-
-
-def number(count: float) -> str:
-    return f"{count:,}"
-
-
-def secs(seconds: float) -> str:
-    return f"{seconds:.1f}".removesuffix(".0") + " s"
-
-
-def times(factor: float) -> str:
-    return f"{factor:.2f}".rstrip("0").rstrip(".") + "×"
-
-
-def p_value(p: float | None) -> str:
-    if p is None:
-        return "p n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+def _count_of(value: float, noun: str) -> str:
+    """The figure and its noun, agreeing as the figure reads: "1 pod", "1.5 pods"."""
+    shown = number(value)
+    return f"{shown} {noun}" if shown == "1" else f"{shown} {noun}s"

@@ -1,10 +1,37 @@
-"""Number, time and command formatting shared by the HTML, Markdown and JUnit outputs."""
+"""How every figure reads, in every output: the one set of formatters.
+
+The HTML and Markdown reports, JUnit, the terminal table, the web UI tab, the demo and
+capacity pages and every finding write numbers through these functions, so one figure reads
+the same wherever it appears. Pure: stdlib only.
+
+The house rule, for every figure but whole counts and clock times:
+
+- Round half up on the decimal the value is written as (0.95 is 0.95 here, not the binary
+  0.94999…), to three significant figures but to at least one decimal place and at most
+  three. In practice: one decimal from 10 up (1,246.5), two from 1 to 10 (9.99), three
+  below 1 (0.123). A value that rounds up to the next power of ten keeps the rule of the
+  magnitude it started at (9.995 -> 10.00 -> "10").
+- Trailing zeros go (90.0 -> "90", 2.50 -> "2.5"); thousands are separated by commas.
+- Rounding never makes a figure say more than it measured: a non-zero value below the last
+  place reads "< 0.001" (never "0"), and a share short of its whole reads one step below it
+  ("> 99.9 %", never "100 %"); the same holds for a fairness index whose best is 1
+  (Jain's) and for p-values ("p < 0.001").
+- Whole counts are exact with separators ("8,842"); ``None`` (and NaN, infinity) is "n/a".
+- Durations of two minutes and more read in whole seconds or minutes ("2 min 05 s",
+  "1 h 30 min"): at that length a tenth of a second says nothing.
+
+Units follow after a space ("12.5 ms", "50 %", "90 s", "1,246.5 req/s") except the factor
+sign ("2.5×"); percentages take ratios (0.5 -> "50 %").
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 import shlex
 import time
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from harness.errors import HarnessError
 
@@ -13,46 +40,123 @@ HIDDEN = "REDACTED"  # needs no shell quoting, so it reads the same in HTML and 
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(pass(word|wd)?|token|secret|auth|api-?key|credential)",
                           re.I)
 
+NA = "n/a"
+SIGNIFICANT = 3
+MIN_PLACES, MAX_PLACES = 1, 3
+_HUNDRED, _ONE = Decimal(100), Decimal(1)
 
-def pct(ratio: float | None, digits: int = 1) -> str:
-    if ratio is None:
-        return "n/a"
-    value = ratio * 100
-    if 0 < value < 10 ** -digits:
-        return f"< {10 ** -digits:g} %"
-    return f"{value:.{digits}f} %"
+
+# -- the rule --------------------------------------------------------------------------------
+
+def _exact(value: float) -> Decimal | None:
+    """The value as the decimal it is written as; None when there is no finite value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return Decimal(int(value))
+    as_float = float(value)
+    # repr is the shortest decimal that reads back as the same float: 0.95, not 0.9499...
+    return Decimal(repr(as_float)) if math.isfinite(as_float) else None
+
+
+def _places(exact: Decimal) -> int:
+    return min(MAX_PLACES, max(MIN_PLACES, SIGNIFICANT - 1 - exact.adjusted()))
+
+
+def _plain(value: Decimal) -> str:
+    text = f"{value:,f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _figure(exact: Decimal, whole: Decimal | None = None) -> str:
+    """The house rule on one decimal value (see the module docstring); ``whole``: the
+    bound a share or index reaches only when it is exact (100 %, a Jain index of 1)."""
+    if not exact:
+        return "0"
+    places = _places(exact)
+    step = _ONE.scaleb(-places)
+    # Quantize fails when the digits do not fit the context's precision (28 by default):
+    # a wider one only for the rare huge value.
+    digits = exact.adjusted() + places + 2
+    context = Context(prec=digits) if digits > 28 else None
+    shown = exact.quantize(step, rounding=ROUND_HALF_UP, context=context)
+    if not shown:  # never round a non-zero value to zero
+        return f"< {_plain(step)}" if exact > 0 else f"> -{_plain(step)}"
+    if whole is not None and exact < whole <= shown:  # nor a part up to the whole
+        return f"> {_plain(whole - step)}"
+    return _plain(shown)
+
+
+# -- the formatters --------------------------------------------------------------------------
+
+def number(value: float | None) -> str:
+    """A count or a plain figure: 8842 -> "8,842", 1246.53 -> "1,246.5", 0.1234 -> "0.123"."""
+    exact = _exact(value)
+    return NA if exact is None else _figure(exact)
+
+
+def pct(ratio: float | None) -> str:
+    """A ratio as a percentage: 0.5 -> "50 %", 0.0001 -> "0.01 %", 0.99996 -> "> 99.9 %"."""
+    exact = _exact(ratio)
+    return NA if exact is None else _figure(exact * _HUNDRED, whole=_HUNDRED) + " %"
 
 
 def ms(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
-    return f"{value:.{digits}f} ms"
+    """Milliseconds: 0.95 -> "0.95 ms", 9.995 -> "10 ms", 1234.56 -> "1,234.6 ms"."""
+    exact = _exact(value)
+    return NA if exact is None else _figure(exact) + " ms"
 
 
-def num(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.1f}"
-    return f"{int(value):,}"
+def rate(rps: float | None) -> str:
+    """Requests per second: 1246.53 -> "1,246.5 req/s"."""
+    exact = _exact(rps)
+    return NA if exact is None else _figure(exact) + " req/s"
 
 
-def secs(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if value < 120:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
+def times(factor: float | None) -> str:
+    """A factor: 2.5 -> "2.5×", 1.034 -> "1.03×"."""
+    exact = _exact(factor)
+    return NA if exact is None else _figure(exact) + "×"
+
+
+def fair_index(value: float | None) -> str:
+    """A fairness index from 0 to 1, best 1 (Jain's): 0.98765 -> "0.988", and only an exact
+    1 reads "1" (0.99996 -> "> 0.999")."""
+    exact = _exact(value)
+    return NA if exact is None else _figure(exact, whole=_ONE)
+
+
+def p_value(p: float | None) -> str:
+    """A p-value with its letter: "p = 0.012", "p < 0.001", "p n/a"."""
+    exact = _exact(p)
+    if exact is None:
+        return f"p {NA}"
+    shown = _figure(exact, whole=_ONE)
+    return f"p {shown}" if shown[0] in "<>" else f"p = {shown}"
+
+
+def secs(seconds: float | None) -> str:
+    """A duration: 90 -> "90 s", 2.25 -> "2.25 s", 125 -> "2 min 05 s", 5400 -> "1 h 30 min"."""
+    exact = _exact(seconds)
+    if exact is None:
+        return NA
+    whole = int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+    if abs(whole) < 120:
+        return _figure(exact) + " s"
+    sign, (minutes, rest) = "-" if whole < 0 else "", divmod(abs(whole), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+    return (f"{sign}{hours:,} h {minutes:02d} min" if hours
+            else f"{sign}{minutes} min {rest:02d} s")
 
 
 def when(epoch: float | None) -> str:
-    if epoch is None:
-        return "n/a"
+    """A moment in local time: "2025-01-31 14:05:09 CET"."""
+    if _exact(epoch) is None:
+        return NA
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
 
+
+# -- commands and durations ------------------------------------------------------------------
 
 def redact_command(command: str) -> str:
     """The reproduce command with values of password/token-like flags replaced."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from harness.lab.state import LabNode, LabPod, LabState
+from harness.lab.state import ApiError, LabNode, LabPod, LabState
 
 KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-lab"}
 KUBELET_VERSION = "v1.32.0"
@@ -17,10 +16,6 @@ APP_IMAGE = "nodeport-harness/helloworld:0.1.0"
 CONTAINER_PORT_NAME = "http-server"
 MAX_BODY = 3 * 1024 * 1024  # what a real API server accepts for one request body
 RESTRICTED_SA = "restricted"
-
-StatsFn = Callable[[], dict]
-FaultsFn = Callable[[str, str, str], dict]
-Response = tuple[int, Any, list[tuple[str, str]]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,14 +89,6 @@ def status(code: int, reason: str, message: str, details: dict | None = None) ->
     if details:
         body["details"] = details
     return body
-
-
-class ApiError(Exception):
-    """A request the server refuses: rendered as a Kubernetes Status."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details
 
 
 def not_found(resource: str, name: str, group: str = "") -> ApiError:

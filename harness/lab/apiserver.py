@@ -1,4 +1,8 @@
-"""A minimal Kubernetes REST API over HTTPS, served from a `LabState`, as kubectl expects it."""
+"""A minimal Kubernetes REST API over HTTPS, served from a `LabState`, as kubectl expects it.
+
+The lab process (``process.py``) serves it beside the pods and the proxy; ``python -m
+harness.lab.apiserver`` serves it alone (no data plane) for tests and for poking with kubectl.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +30,12 @@ from urllib.parse import parse_qs
 
 from gevent import pywsgi
 
+from harness.core.faults import BODY_FORMAT
+from harness.errors import LabError
 from harness.lab.apiobjects import (
     KUBE_VERSION,
     MAX_BODY,
     RESTRICTED_SA,
-    ApiError,
     dumps,
     events_v1,
     not_found,
@@ -47,6 +52,7 @@ from harness.lab.apiobjects import (
     status,
 )
 from harness.lab.apitables import make_table, wants_table
+from harness.lab.config import add_arguments, from_args
 from harness.lab.openapi import (
     CORE_RESOURCES,
     GROUPS,
@@ -67,11 +73,12 @@ from harness.lab.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from harness.lab.state import LabApiError, LabNode, LabState
+from harness.lab.state import ApiError, LabNode, LabState
 
 log = logging.getLogger(__name__)
 
 StatsFn = Callable[[], dict]
+# (kind, name, action) -> what it did; it refuses with ApiError, or ValueError for a 400.
 FaultsFn = Callable[[str, str, str], dict]
 Response = tuple[int, Any, list[tuple[str, str]]]
 
@@ -81,14 +88,15 @@ Response = tuple[int, Any, list[tuple[str, str]]]
 # ---------------------------------------------------------------------------------------
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically (temp file + rename)."""
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write a file readable by its owner only, atomically (temp file + rename): the lab's
+    keys, tokens and lab.json."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,9 +112,9 @@ def make_tls(state_dir: str | os.PathLike) -> tuple[bytes, str, str]:
     cert = ca.issue_cert("127.0.0.1", "localhost", common_name="lab-apiserver")
     ca_pem = ca.cert_pem.bytes()
     certfile, keyfile = directory / "apiserver.crt", directory / "apiserver.key"
-    _write_private(directory / "ca.crt", ca_pem)
-    _write_private(certfile, b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    _write_private(keyfile, cert.private_key_pem.bytes())
+    write_private(directory / "ca.crt", ca_pem)
+    write_private(certfile, b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    write_private(keyfile, cert.private_key_pem.bytes())
     return ca_pem, str(certfile), str(keyfile)
 
 
@@ -143,7 +151,7 @@ def write_kubeconfig(
     }
     import yaml  # a kubeconfig is conventionally YAML; people read and merge these files
 
-    _write_private(Path(path), yaml.safe_dump(config, sort_keys=False).encode())
+    write_private(Path(path), yaml.safe_dump(config, sort_keys=False).encode())
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,8 +235,6 @@ class ApiServer:
             code, body, headers = self.dispatch(req, role)
         except ApiError as err:
             code, body = err.code, status(err.code, err.reason, err.message, err.details)
-        except LabApiError as err:
-            code, body = err.code, status(err.code, err.reason, err.message)
         except Exception:  # never crash the server: a 500 Status, details in the log only
             log.exception("lab API server error on %s %s", environ.get("REQUEST_METHOD"),
                           environ.get("PATH_INFO"))
@@ -334,16 +340,8 @@ class ApiServer:
             body = req.json()
             if not isinstance(body, dict) or not all(
                     isinstance(body.get(k), str) for k in ("kind", "name", "action")):
-                raise ApiError(400, "BadRequest", 'a fault is {"kind": "node"|"pod", '
-                               '"name": "...", "action": "down"|"up"|"kill"}')
-            try:
-                result = self.faults(body["kind"], body["name"], body["action"])
-            except KeyError:
-                raise ApiError(404, "NotFound",
-                               f'{body["kind"]} "{body["name"]}" not found') from None
-            except ValueError as err:
-                raise ApiError(400, "BadRequest", str(err)) from None
-            return 200, result, []
+                raise ApiError(400, "BadRequest", f"a fault is {BODY_FORMAT}")
+            return 200, self.faults(body["kind"], body["name"], body["action"]), []
         if rest in (["stats"], ["faults"]):
             raise ApiError(405, "MethodNotAllowed", f"{req.method} is not supported here")
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -637,9 +635,9 @@ def _preview_service(state: LabState, obj: dict, previous: dict | None) -> dict:
     if previous is None:
         meta = obj["metadata"]
         if not meta.get("name"):
-            raise LabApiError(422, "Invalid", "Service.metadata.name: Required value")
+            raise ApiError(422, "Invalid", "Service.metadata.name: Required value")
         if (meta["namespace"], meta["name"]) in state.services:
-            raise LabApiError(409, "AlreadyExists", f'services "{meta["name"]}" already exists')
+            raise ApiError(409, "AlreadyExists", f'services "{meta["name"]}" already exists')
         meta.setdefault("uid", stable_uid("dry-run", meta["namespace"], meta["name"]))
         meta.setdefault("creationTimestamp", now_str())
     else:
@@ -741,19 +739,9 @@ def serve(
 # ---------------------------------------------------------------------------------------
 
 
-def _standalone_faults(state: LabState) -> FaultsFn:
-    def faults(kind: str, name: str, action: str) -> dict:
-        if kind == "node" and action in ("down", "up"):
-            node = state.node(name)
-            node.ready = action == "up"
-            state.set_node_up(name, action == "up")
-            return {"kind": kind, "name": name, "action": action, "ready": node.ready}
-        if kind == "pod" and action == "kill":
-            pod = state.kill_pod(name)
-            return {"kind": kind, "name": pod.name, "action": action}
-        raise ValueError(f"unsupported fault: {kind} {action} (node down|up, pod kill)")
-
-    return faults
+# The lab settings the stand-alone server takes (no data plane: no pod or proxy settings).
+STANDALONE_SETTINGS = ("nodes", "pods", "extra_api_nodes", "service_type", "node_port", "policy",
+                       "affinity", "external_ip", "block", "namespace", "seed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -763,26 +751,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True, help="where TLS files, kubeconfigs and "
                         "the port file are written")
     parser.add_argument("--port", type=int, default=0, help="listen port (default: any free one)")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--pods", type=int, default=6)
-    parser.add_argument("--extra-api-nodes", type=int, default=0)
-    parser.add_argument("--service-type", default="NodePort")
-    parser.add_argument("--node-port", type=int)
-    parser.add_argument("--policy", default="Cluster")
-    parser.add_argument("--affinity", default="None")
-    parser.add_argument("--block", type=int, default=0)
-    parser.add_argument("--no-external-ip", action="store_true")
-    parser.add_argument("--namespace", default="default")
-    parser.add_argument("--seed", type=int)
+    add_arguments(parser, STANDALONE_SETTINGS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        state = LabState(nodes=args.nodes, pods=args.pods, service_type=args.service_type,
-                         node_port=args.node_port, policy=args.policy, affinity=args.affinity,
-                         block=args.block, external_ip=not args.no_external_ip,
-                         extra_api_nodes=args.extra_api_nodes, namespace=args.namespace,
-                         seed=args.seed)
-    except (ValueError, LabApiError) as err:
+        state = LabState(from_args(args))
+    except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     state_dir = Path(args.state_dir)
@@ -798,13 +772,13 @@ def main(argv: list[str] | None = None) -> int:
 
     server = serve(state, port=args.port, certfile=certfile, keyfile=keyfile,
                    tokens={admin: "admin", restricted: "restricted"}, stats=stats,
-                   faults=_standalone_faults(state))
+                   faults=state.apply_fault)
     url = f"https://127.0.0.1:{server.server_port}"
-    write_kubeconfig(state_dir / "kubeconfig", url, ca_pem, admin, namespace=args.namespace)
+    write_kubeconfig(state_dir / "kubeconfig", url, ca_pem, admin, namespace=state.namespace)
     write_kubeconfig(state_dir / "kubeconfig-restricted", url, ca_pem, restricted,
-                     context="lab-restricted", namespace=args.namespace)
+                     context="lab-restricted", namespace=state.namespace)
     # The port file is written last: its presence means "ready".
-    _write_private(state_dir / "port", f"{server.server_port}\n".encode())
+    write_private(state_dir / "port", f"{server.server_port}\n".encode())
     print(f"lab API server on {url}  kubeconfig: {state_dir / 'kubeconfig'}", flush=True)
 
     import gevent

@@ -1,20 +1,18 @@
-"""The lab cluster's process and its Python API: ``with LabCluster() as lab: ...``.
+"""The lab seen from its caller: ``with LabCluster(nodes=3) as lab: ...`` and its helpers.
 
-``LabCluster`` starts ``python -m harness.lab.cluster`` in its own process (gevent is
-monkey-patched there only, never in the caller), waits for its ``lab.json`` and talks to it
-through the lab's Kubernetes API server (``/lab/v1/`` control endpoints). The lab process
-runs every pod as a helloworld server, the kube-proxy emulation and the API server, all in
-one gevent hub, until SIGTERM/SIGINT or until its parent goes away.
+``LabCluster`` starts ``python -m harness.lab.process`` (``process.py``: the pods, the
+kube-proxy emulation and the API server in one gevent hub; gevent is monkey-patched there
+only, never in the caller) with its ``LabConfig`` as JSON, waits for its ``lab.json`` and
+talks to it through the lab's Kubernetes API server (``/lab/v1/`` control endpoints).
+``control_call``, ``read_lab_info`` and ``pid_alive`` reach a lab some other process started.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -26,12 +24,13 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from harness.core.faults import Fault
 from harness.errors import LabError
+from harness.lab.config import LabConfig
 
 LAB_SCHEMA = "nodeport-harness/lab/v1"
 LAB_FILE = "lab.json"
 LOG_FILE = "lab.log"
-POD_PORT = 8080
 # Every lab holds this listener on its own block: it is how labs find a free block.
 RESERVED_PORT = 8080
 EXIT_ADDRESS_IN_USE = 3
@@ -59,47 +58,21 @@ def block_is_free(block: int) -> bool:
 class LabCluster:
     """A running lab: start with ``start()`` or ``with``; ``stop()`` leaves nothing behind.
 
+    Configured by a ``LabConfig``, or its settings as keywords (``LabCluster(nodes=3,
+    placement=[3, 2, 1])``), or both (the keywords win); invalid settings raise LabError here.
+    Without ``state_dir`` the lab lives in a temporary directory removed on stop; without
+    ``block`` it takes a free 127.<block>.0.0/16.
+
     ``lb_address`` is where the lab's LoadBalancer lives; it only listens while the Service
     is of type LoadBalancer (on the Service port).
     """
 
-    def __init__(
-        self,
-        nodes: int = 3,
-        pods: int = 6,
-        placement: list[int] | None = None,
-        service_type: str = "NodePort",
-        node_port: int | None = None,
-        policy: str = "Cluster",
-        affinity: str = "None",
-        proxy_mode: str = "iptables",
-        pod_service_ms: float = 0,
-        pod_concurrency: int = 0,
-        external_ip: bool = True,
-        state_dir: str | os.PathLike | None = None,
-        block: int | None = None,
-        extra_api_nodes: int = 0,
-        hop_ms: float = 0.2,
-        restricted_token: bool = False,
-        lb_check_s: float = 0.5,
-        seed: int | None = None,
-        data_plane: str = "handoff",
-    ):
-        self.config: dict[str, Any] = {
-            "nodes": nodes, "pods": pods, "placement": list(placement) if placement else None,
-            "service_type": service_type, "node_port": node_port, "policy": policy,
-            "affinity": affinity, "proxy_mode": proxy_mode, "pod_service_ms": pod_service_ms,
-            "pod_concurrency": pod_concurrency, "external_ip": external_ip,
-            "extra_api_nodes": extra_api_nodes, "hop_ms": hop_ms,
-            "restricted_token": restricted_token, "lb_check_s": lb_check_s, "seed": seed,
-            "data_plane": data_plane,
-        }
-        _validate(self.config)
-        if block is not None and not 0 <= block <= 250:
-            raise LabError(f"--block must be between 0 and 250, got {block}")
-        self.block = block
-        self._own_dir = state_dir is None
-        self.state_dir = Path(state_dir) if state_dir is not None else None
+    def __init__(self, config: LabConfig | None = None, **settings: Any):
+        config = config or LabConfig()
+        self.config = config.replace(**settings) if settings else config
+        self.block = self.config.block
+        self._own_dir = self.config.state_dir is None
+        self.state_dir = Path(self.config.state_dir) if not self._own_dir else None
         self.process: subprocess.Popen | None = None
         self._info: dict[str, Any] = {}
         self._finalizer: weakref.finalize | None = None
@@ -148,10 +121,11 @@ class LabCluster:
         with contextlib.suppress(FileNotFoundError):
             lab_file.unlink()
         log_path = self.state_dir / LOG_FILE
+        # The child gets the config with its place settled: this directory, this block.
+        config = self.config.replace(state_dir=str(self.state_dir), block=block)
         argv = [
-            sys.executable, "-m", "harness.lab.cluster",
-            "--state-dir", str(self.state_dir), "--block", str(block),
-            "--config", json.dumps(self.config), "--parent-pid", str(os.getpid()),
+            sys.executable, "-m", "harness.lab.process",
+            "--config", json.dumps(config.to_dict()), "--parent-pid", str(os.getpid()),
         ]
         with open(log_path, "wb") as log:
             # Own session: the caller's Ctrl-C reaches the caller, which then stops the lab
@@ -172,7 +146,7 @@ class LabCluster:
                 if code == EXIT_ADDRESS_IN_USE:
                     raise _AddressInUse(line)
                 raise LabError(f"the lab failed to start: {line or f'exit code {code}'}")
-            info = _read_json(lab_file)
+            info = read_json(lab_file)
             if info and info.get("pid") == self.process.pid:
                 self._info = info
                 return
@@ -251,8 +225,8 @@ class LabCluster:
         return self.fault("pod", name, "kill")
 
     def fault(self, kind: str, name: str, action: str) -> dict:
-        return self.control("POST", "/lab/v1/faults",
-                            {"kind": kind, "name": name, "action": action})
+        """One fault (``harness.core.faults``' vocabulary; the lab checks it): what it did."""
+        return self.control("POST", "/lab/v1/faults", Fault(kind, name, action).to_dict())
 
     def control(self, method: str, path: str, body: dict | None = None) -> dict:
         return control_call(self._info, method, path, body)
@@ -312,41 +286,6 @@ def control_call(info: dict[str, Any], method: str, path: str, body: dict | None
                        "is the lab still running?") from None
 
 
-def _validate(config: dict[str, Any]) -> None:
-    choices = {
-        "service_type": ("ClusterIP", "NodePort", "LoadBalancer"),
-        "policy": ("Cluster", "Local"),
-        "affinity": ("None", "ClientIP"),
-        "proxy_mode": ("iptables", "ipvs"),
-        "data_plane": ("handoff", "pipe"),
-    }
-    for key, allowed in choices.items():
-        if config[key] not in allowed:
-            flag = "--" + key.replace("_", "-")
-            raise LabError(f"{flag} must be one of {', '.join(allowed)}, got {config[key]!r}")
-    if not 1 <= int(config["nodes"]) <= 89:
-        raise LabError(f"--nodes must be between 1 and 89, got {config['nodes']}")
-    if not 0 <= int(config["pods"]) <= 250:
-        raise LabError(f"--pods must be between 0 and 250, got {config['pods']}")
-    placement = config["placement"]
-    if placement is not None:
-        if len(placement) != config["nodes"] or any(int(p) < 0 for p in placement):
-            raise LabError(f"--placement needs {config['nodes']} non-negative counts "
-                           f"(one per node), got {','.join(map(str, placement))}")
-        if sum(placement) > 250:
-            raise LabError("--placement puts more than 250 pods in the lab; use fewer")
-    port = config["node_port"]
-    if port is not None and not 30000 <= int(port) <= 32767:
-        raise LabError(f"--node-port must be in 30000-32767, got {port}")
-    for key in ("pod_service_ms", "pod_concurrency", "extra_api_nodes", "hop_ms"):
-        if float(config[key]) < 0:
-            raise LabError(f"--{key.replace('_', '-')} must not be negative")
-    if int(config["extra_api_nodes"]) > 10000:
-        raise LabError("--extra-api-nodes must be at most 10000")
-    if not 0.01 <= float(config["lb_check_s"]) <= 60:
-        raise LabError("lb_check_s must be between 0.01 and 60 seconds")
-
-
 def _candidate_blocks() -> list[int]:
     # Start somewhere random so labs started at once (parallel tests) rarely collide.
     start = random.randrange(1, 251)
@@ -354,7 +293,7 @@ def _candidate_blocks() -> list[int]:
 
 
 def _refuse_running_lab(state_dir: Path) -> None:
-    info = _read_json(state_dir / LAB_FILE)
+    info = read_json(state_dir / LAB_FILE)
     pid = info.get("pid") if info else None
     if pid and pid_alive(pid):
         raise LabError(f"a lab is already running from {state_dir} (pid {pid}); stop it "
@@ -394,7 +333,8 @@ def _terminate(process: subprocess.Popen, own_dir: Path | None) -> None:
         shutil.rmtree(own_dir, ignore_errors=True)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or {} when it is missing or half-written."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -410,19 +350,10 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a 0600 file atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 def read_lab_info(state_dir: str | os.PathLike) -> dict[str, Any]:
     """The lab.json of a lab running from state_dir, or LabError saying how to start one."""
     path = Path(state_dir) / LAB_FILE
-    info = _read_json(path)
+    info = read_json(path)
     if not info:
         raise LabError(f"no running lab found in {state_dir} (no {LAB_FILE}); start one with "
                        "'nodeport-harness lab' or pass --state-dir")
@@ -430,229 +361,3 @@ def read_lab_info(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise LabError(f"the lab recorded in {path} (pid {info.get('pid')}) is not running; "
                        "start one with 'nodeport-harness lab'")
     return info
-
-
-# -- inside the lab process ------------------------------------------------------------------
-
-
-def run_lab_process(state_dir: Path, block: int, config: dict[str, Any], parent_pid: int) -> int:
-    """The lab process body: patch gevent in, start everything, serve until told to stop."""
-    from gevent import monkey
-
-    monkey.patch_all()  # this process only; before the API server imports ssl
-    import gevent
-    from gevent.event import Event
-
-    from harness.helloworld import HelloApp, make_app, serve
-    from harness.lab import apiserver
-    from harness.lab.proxy import NodePortProxy
-    from harness.lab.state import LabApiError, LabState
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-    reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        reservation.bind((reserved_address(block), RESERVED_PORT))
-        reservation.listen(1)
-    except OSError as err:
-        log(f"error: the lab's address block 127.{block}.0.0/16 is in use "
-            f"({reserved_address(block)}:{RESERVED_PORT}: {err.strerror}); another lab may "
-            "be running there: stop it or pass another --block")
-        return EXIT_ADDRESS_IN_USE
-    _raise_file_limit()
-    try:
-        state = LabState(
-            nodes=config["nodes"], pods=config["pods"], placement=config["placement"],
-            service_type=config["service_type"], node_port=config["node_port"],
-            policy=config["policy"], affinity=config["affinity"], block=block,
-            external_ip=config["external_ip"], extra_api_nodes=config["extra_api_nodes"],
-            seed=config["seed"],
-        )
-    except (ValueError, LabApiError) as err:
-        log(f"error: {err}")
-        return 2
-
-    apps: dict[str, HelloApp] = {}
-    servers: dict[str, Any] = {}
-    for pod in state.pods:
-        app = make_app(pod.name, pod.node, config["pod_service_ms"], config["pod_concurrency"])
-        try:
-            servers[pod.name] = serve(app, pod.ip, pod.port)
-        except OSError as err:
-            log(f"error: pod {pod.name} cannot listen on {pod.ip}:{pod.port} "
-                f"({err.strerror}); stop whatever uses it or pass another --block")
-            return EXIT_ADDRESS_IN_USE
-        apps[pod.name] = app
-
-    def sync_pods() -> None:
-        alive = {pod.name for pod in state.pods}
-        for name in [name for name in servers if name not in alive]:
-            servers.pop(name).kill()  # a killed pod stops serving and resets its clients
-
-    state.subscribe(sync_pods)
-
-    def handoff(pod_name: str) -> Any:
-        server = servers.get(pod_name)
-        return server.adopt if server is not None else None
-
-    proxy = NodePortProxy(state, proxy_mode=config["proxy_mode"], hop_ms=config["hop_ms"],
-                          lb_check_s=config["lb_check_s"], seed=config["seed"], log=log,
-                          handoff=handoff if config["data_plane"] == "handoff" else None)
-    proxy.start()
-    if proxy.errors:
-        log(f"error: {proxy.errors[0]}; pass another --node-port or stop what uses it")
-        return 2
-
-    def stats() -> dict[str, int]:
-        return {name: app.served for name, app in apps.items()}
-
-    def faults(kind: str, name: str, action: str) -> dict:
-        return _apply_fault(state, LabApiError, kind, name, action)
-
-    ca_pem, certfile, keyfile = apiserver.make_tls(str(state_dir))
-    ca_path = state_dir / "ca.crt"
-    if not ca_path.exists():
-        _write_private(ca_path, ca_pem.decode())
-    token = secrets.token_urlsafe(32)
-    tokens = {token: "admin"}
-    restricted = secrets.token_urlsafe(32) if config["restricted_token"] else None
-    if restricted:
-        tokens[restricted] = "restricted"
-    api = apiserver.serve(state, host="127.0.0.1", port=0, certfile=certfile, keyfile=keyfile,
-                          tokens=tokens, stats=stats, faults=faults)
-    api_url = f"https://127.0.0.1:{api.server_port}"
-    kubeconfig = state_dir / "kubeconfig"
-    apiserver.write_kubeconfig(str(kubeconfig), api_url, ca_pem, token)
-    restricted_kubeconfig = None
-    if restricted:
-        restricted_kubeconfig = state_dir / "kubeconfig-restricted"
-        apiserver.write_kubeconfig(str(restricted_kubeconfig), api_url, ca_pem, restricted,
-                                   context="lab-restricted")
-
-    svc = state.service(state.namespace, state.app) or {}
-    port = (svc.get("spec", {}).get("ports") or [{}])[0]
-    info = {
-        "schema": LAB_SCHEMA,
-        "pid": os.getpid(),
-        "block": block,
-        "state_dir": str(state_dir.resolve()),
-        "api_url": api_url,
-        "ca": str(ca_path.resolve()),
-        "token": token,
-        "kubeconfig": str(kubeconfig.resolve()),
-        "restricted_kubeconfig": str(restricted_kubeconfig.resolve())
-        if restricted_kubeconfig else None,
-        "namespace": state.namespace,
-        "service": state.app,
-        "service_type": config["service_type"],
-        "service_port": port.get("port"),
-        "node_port": port.get("nodePort"),
-        "lb_address": state.lb_address,
-        "policy": config["policy"],
-        "affinity": config["affinity"],
-        "proxy_mode": config["proxy_mode"],
-        "data_plane": config["data_plane"],
-        "hop_ms": config["hop_ms"],
-        "lb_check_s": config["lb_check_s"],
-        "nodes": [
-            {"name": n.name, "external_ip": n.external_ip, "internal_ip": n.internal_ip,
-             "zone": n.zone}
-            for n in state.live_nodes()
-        ],
-        "api_only_nodes": len(state.nodes) - len(state.live_nodes()),
-        "pods": [{"name": p.name, "node": p.node, "ip": p.ip, "port": p.port}
-                 for p in state.pods],
-        # Ground truth for capacity runs against a lab started by hand.
-        "pod_service_ms": config["pod_service_ms"],
-        "pod_concurrency": config["pod_concurrency"],
-        "started": time.time(),
-    }
-    lab_file = state_dir / LAB_FILE
-
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
-
-    def watch_parent() -> None:
-        # A caller killed hard (SIGKILL) cannot stop us: notice and go, leaving nothing.
-        while not stop.wait(0.5):
-            if parent_pid and (os.getppid() != parent_pid or not pid_alive(parent_pid)):
-                stop.set()
-
-    watcher = gevent.spawn(watch_parent)
-    _write_private(lab_file, json.dumps(info, indent=2) + "\n")
-    log(f"lab ready: {len(info['nodes'])} nodes, {len(state.pods)} pods, API {api_url}")
-    stop.wait()
-    watcher.kill()
-    with contextlib.suppress(OSError):
-        if _read_json(lab_file).get("pid") == os.getpid():
-            lab_file.unlink()
-    proxy.stop()
-    api.stop(timeout=1)
-    for server in servers.values():
-        server.kill()
-    reservation.close()
-    log("lab stopped")
-    return 0
-
-
-def _apply_fault(state: Any, api_error: type[Exception], kind: str, name: str,
-                 action: str) -> dict:
-    """node down|up, pod kill: the lab's faults, as the control API receives them."""
-    if kind == "node":
-        if action not in ("down", "up"):
-            raise api_error(422, "Invalid", f'node action must be "down" or "up", not {action!r}')
-        try:
-            node = state.node(name)
-        except KeyError:
-            raise api_error(404, "NotFound", f'nodes "{name}" not found') from None
-        if node.api_only:
-            raise api_error(422, "Invalid", f'node "{name}" is listed by the API only')
-        state.add_event("Node", name, "NodeNotReady" if action == "down" else "NodeReady",
-                        f"lab fault: node {action}")
-        # Reported NotReady at once (a real node controller takes ~40 s to notice).
-        node.ready = action == "up"
-        state.set_node_up(name, action == "up")
-        return {"kind": kind, "name": name, "action": action, "ready": node.ready}
-    if kind == "pod":
-        if action != "kill":
-            raise api_error(422, "Invalid", f'pod action must be "kill", not {action!r}')
-        try:
-            pod = state.kill_pod(name)
-        except KeyError:
-            raise api_error(404, "NotFound", f'pods "{name}" not found') from None
-        return {"kind": kind, "name": name, "action": action, "node": pod.node}
-    raise api_error(422, "Invalid", f'fault kind must be "node" or "pod", not {kind!r}')
-
-
-def _raise_file_limit() -> None:
-    # Every proxied connection holds two descriptors; the default soft limit (1024) is low.
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-
-
-def _lab_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.lab.cluster",
-                                     description="The lab process (started by LabCluster).")
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--block", type=int, default=0)
-    parser.add_argument("--config", default="{}", help="LabCluster settings as JSON")
-    parser.add_argument("--parent-pid", type=int, default=0,
-                        help="exit when this process goes away (0: never)")
-    args = parser.parse_args(argv)
-    config = {**LabCluster().config, **json.loads(args.config)}
-    return run_lab_process(Path(args.state_dir), args.block, config, args.parent_pid)
-
-
-if __name__ == "__main__":
-    sys.exit(_lab_main())

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from harness.lab.apiobjects import ApiError
+from harness.lab.state import ApiError
 
 STR, INT, BOOL, ANY, INTSTR, STRMAP, TIME = "string", "int", "bool", "any", "intstr", "map", "time"
 

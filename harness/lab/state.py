@@ -15,16 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-NODE_PORT_RANGE = (30000, 32767)
-SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+from harness.core.faults import check_fault
+from harness.errors import HarnessError
+from harness.lab.config import NODE_PORTS, SERVICE_TYPES, LabConfig
+
+APP = "helloworld"  # the application the lab runs: its pods, Service and labels
 
 
-class LabApiError(Exception):
-    """An API-level refusal: becomes a Kubernetes `Status` with this code and reason."""
+class ApiError(Exception):
+    """An API-level refusal: becomes a Kubernetes `Status` with this code, reason and details."""
 
-    def __init__(self, code: int, reason: str, message: str):
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
 
 def _now() -> str:
@@ -67,32 +70,15 @@ def addresses(block: int) -> dict[str, str]:
 
 
 class LabState:
-    def __init__(
-        self,
-        *,
-        nodes: int = 3,
-        pods: int = 6,
-        placement: list[int] | None = None,
-        service_type: str = "NodePort",
-        node_port: int | None = None,
-        policy: str = "Cluster",
-        affinity: str = "None",
-        block: int = 0,
-        external_ip: bool = True,
-        extra_api_nodes: int = 0,
-        namespace: str = "default",
-        app: str = "helloworld",
-        seed: int | None = None,
-    ):
-        if not 1 <= nodes <= 89:
-            raise ValueError("--nodes must be between 1 and 89")
-        placement = list(placement) if placement else _even(pods, nodes)
-        if len(placement) != nodes or any(p < 0 for p in placement):
-            raise ValueError(f"--placement needs {nodes} non-negative counts, got {placement}")
-        if sum(placement) > 250:
-            raise ValueError("at most 250 pods")
-        if service_type not in SERVICE_TYPES:
-            raise ValueError(f"--service-type must be one of {', '.join(SERVICE_TYPES)}")
+    """The lab's nodes, pods and Services; every mutation bumps the version and notifies."""
+
+    def __init__(self, config: LabConfig | None = None):
+        """The lab ``config`` describes (validated there). Its block None (auto) is for
+        LabCluster to resolve; a state made directly lives at block 0."""
+        config = config or LabConfig()
+        nodes, seed, app, namespace = config.nodes, config.seed, APP, config.namespace
+        block = config.block or 0
+        placement = list(config.placement) if config.placement else _even(config.pods, nodes)
         self.rng = random.Random(seed)
         self.block = block
         self.namespace = namespace
@@ -108,12 +94,12 @@ class LabState:
                 LabNode(
                     name=f"node-{i}",
                     internal_ip=lay["internal"].format(10 + i),
-                    external_ip=lay["external"].format(10 + i) if external_ip else None,
+                    external_ip=lay["external"].format(10 + i) if config.external_ip else None,
                     zone=f"zone-{'abc'[(i - 1) % 3]}",
                     uid=self._uid(),
                 )
             )
-        for j in range(extra_api_nodes):
+        for j in range(config.extra_api_nodes):
             # API-only nodes for scale tests: addresses outside the live ranges, no listeners.
             hi, lo = divmod(j, 250)
             self.nodes.append(
@@ -145,15 +131,15 @@ class LabState:
         self.services: dict[tuple[str, str], dict] = {}
         self.namespaces = {namespace, "kube-system"}
         spec: dict = {
-            "type": service_type,
+            "type": config.service_type,
             "selector": {"app": app},
             "ports": [{"protocol": "TCP", "port": 8080, "targetPort": "http-server"}],
-            "sessionAffinity": affinity,
+            "sessionAffinity": config.affinity,
         }
-        if service_type != "ClusterIP":
-            spec["externalTrafficPolicy"] = policy
-            if node_port:
-                spec["ports"][0]["nodePort"] = node_port
+        if config.service_type != "ClusterIP":
+            spec["externalTrafficPolicy"] = config.policy
+            if config.node_port:
+                spec["ports"][0]["nodePort"] = config.node_port
         self.create_service(
             {
                 "apiVersion": "v1",
@@ -230,6 +216,34 @@ class LabState:
                 return pod
         raise KeyError(name)
 
+    def apply_fault(self, kind: str, name: str, action: str) -> dict:
+        """A fault as the control API receives it (``harness.core.faults``' vocabulary): what
+        it did, or ApiError 422 for one outside the vocabulary (or on an API-only node) and
+        404 for a name the lab does not have."""
+        try:
+            fault = check_fault(kind, name, action)
+        except HarnessError as err:
+            raise ApiError(422, "Invalid", str(err)) from None
+        if fault.kind == "node":
+            try:
+                node = self.node(name)
+            except KeyError:
+                raise ApiError(404, "NotFound", f'nodes "{name}" not found') from None
+            if node.api_only:
+                raise ApiError(422, "Invalid", f'node "{name}" is listed by the API only')
+            up = fault.undoes  # a node fault's undo brings it back
+            self.add_event("Node", name, "NodeReady" if up else "NodeNotReady",
+                           f"lab fault: node {fault.action}")
+            # Reported NotReady at once (a real node controller takes ~40 s to notice).
+            node.ready = up
+            self.set_node_up(name, up)
+            return {**fault.to_dict(), "ready": node.ready}
+        try:
+            pod = self.kill_pod(name)  # a pod fault's only action
+        except KeyError:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found') from None
+        return {**fault.to_dict(), "node": pod.node}
+
     def add_event(self, kind: str, name: str, reason: str, message: str) -> None:
         self.events.append(
             {"kind": kind, "name": name, "reason": reason, "message": message, "time": _now()}
@@ -240,9 +254,9 @@ class LabState:
         ns = meta.get("namespace") or self.namespace
         name = meta.get("name")
         if not name:
-            raise LabApiError(422, "Invalid", "Service.metadata.name: Required value")
+            raise ApiError(422, "Invalid", "Service.metadata.name: Required value")
         if (ns, name) in self.services:
-            raise LabApiError(409, "AlreadyExists", f'services "{name}" already exists')
+            raise ApiError(409, "AlreadyExists", f'services "{name}" already exists')
         svc = copy.deepcopy(obj)
         svc["metadata"] = {**meta, "namespace": ns}
         svc["metadata"].setdefault("uid", self._uid())
@@ -255,7 +269,7 @@ class LabState:
     def replace_service(self, namespace: str, name: str, obj: dict) -> dict:
         previous = self.services.get((namespace, name))
         if previous is None:
-            raise LabApiError(404, "NotFound", f'services "{name}" not found')
+            raise ApiError(404, "NotFound", f'services "{name}" not found')
         svc = copy.deepcopy(obj)
         svc.setdefault("metadata", {})
         svc["metadata"]["name"] = name
@@ -270,7 +284,7 @@ class LabState:
         """Remove a Service (its nodePorts are freed; the proxy stops listening on them)."""
         svc = self.services.pop((namespace, name), None)
         if svc is None:
-            raise LabApiError(404, "NotFound", f'services "{name}" not found')
+            raise ApiError(404, "NotFound", f'services "{name}" not found')
         self.changed()
         return svc
 
@@ -280,13 +294,13 @@ class LabState:
         stype = spec.setdefault("type", "ClusterIP")
         if stype not in SERVICE_TYPES:
             supported = ", ".join(f'"{t}"' for t in SERVICE_TYPES)
-            raise LabApiError(
+            raise ApiError(
                 422, "Invalid", f'Service "{svc["metadata"]["name"]}" is invalid: spec.type: '
                 f'Unsupported value: "{stype}": supported values: {supported}'
             )
         ports = spec.get("ports") or []
         if not ports:
-            raise LabApiError(
+            raise ApiError(
                 422, "Invalid",
                 f'Service "{svc["metadata"]["name"]}" is invalid: spec.ports: Required value',
             )
@@ -301,7 +315,7 @@ class LabState:
         used = {p.get("nodePort") for s in self.services.values() if s is not previous
                 for p in s["spec"].get("ports", [])}
         if len(ports) > 1 and not all(p.get("name") for p in ports):
-            raise LabApiError(
+            raise ApiError(
                 422, "Invalid", f'Service "{svc["metadata"]["name"]}" is invalid: '
                 "spec.ports[0].name: Required value",
             )
@@ -313,14 +327,14 @@ class LabState:
                 continue
             wanted = port.get("nodePort") or prev_node_ports.get(port.get("port"))
             if wanted:
-                if not NODE_PORT_RANGE[0] <= int(wanted) <= NODE_PORT_RANGE[1]:
-                    raise LabApiError(
+                if not NODE_PORTS[0] <= int(wanted) <= NODE_PORTS[1]:
+                    raise ApiError(
                         422, "Invalid", f"spec.ports.nodePort: Invalid value: {wanted}: "
                         "provided port is not in the valid range. The range of valid ports "
                         "is 30000-32767",
                     )
                 if wanted in used:
-                    raise LabApiError(
+                    raise ApiError(
                         422, "Invalid",
                         f"spec.ports.nodePort: Invalid value: {wanted}: provided port is "
                         "already allocated",
@@ -354,7 +368,7 @@ class LabState:
 
     def _allocate_node_port(self, used: set) -> int:
         while True:
-            port = self.rng.randint(*NODE_PORT_RANGE)
+            port = self.rng.randint(*NODE_PORTS)
             if port not in used:
                 return port
 

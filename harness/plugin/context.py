@@ -26,6 +26,7 @@ class HarnessRun:
     extractor: Any = None
     lab: Any = None
     lab_context: Any = None
+    inject_fault: Any = None  # --lab-fault's injector: Fault -> the lab's answer
     run_id: str | None = None
     run_dir: Path | None = None
     started: float | None = None

@@ -40,7 +40,7 @@ from harness.plugin.context import (
 )
 from harness.plugin.outputs import write_outputs
 from harness.plugin.schedule import progress, schedule_faults
-from harness.targets import open_target
+from harness.targets import lab_faulter, open_target
 
 log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
@@ -144,6 +144,7 @@ def _discover(run: HarnessRun, options) -> None:
         target, run.lab = context.__enter__()  # closed by _close_lab when Locust quits
         run.lab_context = context
         _check_entry(target, options)
+        run.inject_fault = _check_faults(target, options, run.lab)
     except HarnessError as err:
         _close_lab(run)
         raise_usage(str(err))
@@ -167,6 +168,22 @@ def _check_entry(target: Target, options) -> None:
     """--entry lb without a LoadBalancer, --node NAME that is not a node: say so now, not as
     a traceback in Locust's spawner for every user."""
     entry_plan(target, options.entry, 0, options.node or None)
+
+
+def _check_faults(target: Target, options, lab):
+    """--lab-fault: the names it gives must be the target's, and the target a lab; say so
+    before the run, not as an error log when the fault is due. Returns the injector."""
+    faults = parse_specs(options.lab_fault)
+    if not faults:
+        return None
+    known = {"node": [n.name for n in target.nodes], "pod": [e.pod for e in target.endpoints]}
+    for fault in faults:
+        names = known.get(fault.kind, [])
+        if fault.name not in names:
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise HarnessError(f"--lab-fault {fault.kind} {fault.name}: the target has no such "
+                               f"{fault.kind} ({fault.kind}s: {shown or 'none'})")
+    return lab_faulter(options, lab)
 
 
 def _close_lab(run: HarnessRun) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from harness.core.histogram import SERIES_BUCKETS, SERIES_SHIFT, add_hist, percentiles
 from harness.core.model import Target
 from harness.core.recorder import OTHER_POD, UNKNOWN_POD, SpreadRecorder
+from harness.core.text import number, pct
 
 if TYPE_CHECKING:
     from harness.plugin.context import HarnessRun
@@ -124,20 +125,12 @@ def spread_structure(columns: Sequence[Mapping[str, Any]]) -> list[dict[str, str
             + [{"key": c["key"], "title": c["title"]} for c in columns])
 
 
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "–"
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+def _share(part: float, whole: float) -> str:
+    return pct(part / whole if whole else None)
 
 
 def _cell(count: int, whole: int) -> str:
-    return f"{count:,} ({_pct(count, whole)})" if count else "0"
+    return f"{number(count)} ({_share(count, whole)})" if count else "0"
 
 
 def _window(rows: Sequence[Mapping[str, Any]], begin: int, end: int) -> tuple[int, list[int]]:
@@ -190,7 +183,7 @@ def node_rows(
         row = {
             "name": f"{order:05d}",
             "entry": label,
-            "pods": str(sum(1 for e in endpoints if e.node == name)) if node else "–",
+            "pods": number(sum(1 for e in endpoints if e.node == name)) if node else "–",
             **_stats(part, total, recent, seconds, hist),
             "crossnode": _cross(pods, where, name) if node else "–",
         }
@@ -210,7 +203,7 @@ def node_rows(
     row = {
         "name": "99999",
         "entry": "All entry points",
-        "pods": str(len(endpoints)) if target else "–",
+        "pods": number(len(endpoints)) if target else "–",
         **_stats(overall, total, all_recent, seconds, all_hist),
         "crossnode": _all_cross(entries, where, nodes),
     }
@@ -227,13 +220,14 @@ def _stats(part: Mapping[str, Any], total: int, recent: int, seconds: int,
     failures = part.get("failures", 0)
     kinds = part.get("failure_kinds", {})
     return {
-        "requests": _count(requests),
-        "share": _pct(requests, total),
-        "rps": f"{recent / seconds:,.1f}",
-        "p95now": _ms(percentiles(recent_hist, (0.95,), SERIES_SHIFT)[0]),
-        "p95": _ms(percentiles(part.get("latency"), (0.95,))[0]),
-        "failures": f"{failures:,} ({_pct(failures, requests)})" if failures else "0",
-        "kinds": ", ".join(f"{short(k, 30)} {v:,}" for k, v in sorted(kinds.items()) if v)
+        # Units are in the column titles; figures read as in the reports (harness.core.text).
+        "requests": number(requests),
+        "share": _share(requests, total),
+        "rps": number(recent / seconds),
+        "p95now": number(percentiles(recent_hist, (0.95,), SERIES_SHIFT)[0]),
+        "p95": number(percentiles(part.get("latency"), (0.95,))[0]),
+        "failures": f"{number(failures)} ({_share(failures, requests)})" if failures else "0",
+        "kinds": ", ".join(f"{short(k, 30)} {number(v)}" for k, v in sorted(kinds.items()) if v)
         or "–",
     }
 
@@ -256,7 +250,7 @@ def _cross(pods: Mapping[str, int], where: Mapping[str, str | None], entry: str)
             local += count
         else:
             cross += count
-    return _pct(cross, local + cross)
+    return _share(cross, local + cross)
 
 
 def _all_cross(entries: Mapping[str, Any], where: Mapping[str, str | None],
@@ -269,7 +263,7 @@ def _all_cross(entries: Mapping[str, Any], where: Mapping[str, str | None],
             node = where.get(pod)
             if node is not None:
                 local, cross = (local + count, cross) if node == name else (local, cross + count)
-    return _pct(cross, local + cross)
+    return _share(cross, local + cross)
 
 
 def finding_rows(spread: Mapping[str, Any], target: Target | None,

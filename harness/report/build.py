@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.core import text as fmt
 from harness.core.analysis import evaluate_thresholds, summarize
 from harness.core.runinfo import analysis_run, threshold_settings
+from harness.core.text import ms, number, pct, rate, redact_command, secs, when
 from harness.errors import ReportError
 from harness.report import charts
 from harness.report import csvs as tables
@@ -121,7 +121,7 @@ def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dic
                    "pod_nodes": tables.pod_nodes(data.spread, data.target)},
         "faults": fault_rows(summary),
         "thresholds": thresholds,
-        "command": fmt.redact_command(run.get("command") or "") or "(not recorded)",
+        "command": redact_command(run.get("command") or "") or "(not recorded)",
         "files": OUTPUTS,
         "run_dir_name": data.run_dir.name,
         "generated": time.time(),
@@ -138,13 +138,13 @@ def title(summary: Mapping[str, Any], data: RunData) -> str:
 def subtitle(summary: Mapping[str, Any], data: RunData) -> str:
     run = data.run
     parts = [
-        f"started {fmt.when(run.get('started') or summary['run']['start'])}",
-        f"{fmt.secs(summary['run']['duration_s'])}",
+        f"started {when(run.get('started') or summary['run']['start'])}",
+        secs(summary["run"]["duration_s"]),
         f"entry {run.get('entry') or '?'}",
         f"connection {run.get('connection') or '?'}",
     ]
     if run.get("users"):
-        parts.append(f"{run['users']} users")
+        parts.append(f"{number(run['users'])} users")
     return " · ".join(parts)
 
 
@@ -161,17 +161,17 @@ def headline(summary: Mapping[str, Any]) -> str:
     entered = [n for n in nodes if n["requests"]]
     pods = summary["pods"]
     served = [p for p in pods if p["successes"]]
-    rate = f" ({totals['rps']:,.0f}/s)" if totals.get("rps") else ""
     p95 = summary["latency"]["overall"]["p95"]
-    text = f"{fmt.num(totals['requests'])} requests in {fmt.secs(summary['run']['duration_s'])}"
-    text += rate
+    text = f"{number(totals['requests'])} requests in {secs(summary['run']['duration_s'])}"
+    if totals.get("rps"):
+        text += f" ({rate(totals['rps'])})"
     if nodes:
-        text += f" entered through {len(entered)} of {len(nodes)} nodes"
+        text += f" entered through {number(len(entered))} of {number(len(nodes))} nodes"
     else:
         text += " entered through " + ", ".join(n["name"] for n in summary["nodes"])
     if pods:
-        text += f" and reached {len(served)} of {len(pods)} pods"
-    return text + f"; {fmt.pct(totals['fail_ratio'], 2)} failed; p95 {fmt.ms(p95)}."
+        text += f" and reached {number(len(served))} of {number(len(pods))} pods"
+    return text + f"; {pct(totals['fail_ratio'])} failed; p95 {ms(p95)}."
 
 
 def service_facts(summary: Mapping[str, Any], target: Mapping[str, Any]) -> list[tuple]:
@@ -181,7 +181,7 @@ def service_facts(summary: Mapping[str, Any], target: Mapping[str, Any]) -> list
     port = service.get("port") or {}
     affinity = service.get("session_affinity") or "None"
     if service.get("session_affinity_timeout") and affinity != "None":
-        affinity += f" ({service['session_affinity_timeout']} s)"
+        affinity += f" ({secs(service['session_affinity_timeout'])})"
     facts = [
         ("Service", f"{service.get('namespace')}/{service.get('name')}"),
         ("type", service.get("type")),
@@ -189,7 +189,8 @@ def service_facts(summary: Mapping[str, Any], target: Mapping[str, Any]) -> list
         ("externalTrafficPolicy", service.get("external_traffic_policy")),
         ("sessionAffinity", affinity),
         ("LoadBalancer", ", ".join(service.get("lb_ingress") or ()) or "none"),
-        ("ready endpoints", sum(1 for e in target.get("endpoints", ()) if e.get("ready", True))),
+        ("ready endpoints",
+         number(sum(1 for e in target.get("endpoints", ()) if e.get("ready", True)))),
         ("discovered from", target.get("source", "?")
          + (f" (context {target['context']})" if target.get("context") else "")),
     ]
@@ -205,21 +206,21 @@ def run_facts(summary: Mapping[str, Any], data: RunData) -> list[tuple]:
         entry += f" ({options['node']})"
     facts = [
         ("run", data.run_id),
-        ("started", fmt.when(run.get("started") or summary["run"]["start"])),
-        ("duration", fmt.secs(summary["run"]["duration_s"])),
-        ("users", run.get("users") if run.get("users") is not None else "?"),
+        ("started", when(run.get("started") or summary["run"]["start"])),
+        ("duration", secs(summary["run"]["duration_s"])),
+        ("users", number(run["users"]) if run.get("users") is not None else "?"),
         ("entry strategy", entry),
         ("connection", run.get("connection") or "?"),
         ("request", f"{options.get('method', '?')} {options.get('path', '?')}"),
         ("pod from", options.get("pod_from", "?")),
-        ("timeout", f"{options['timeout']} s" if options.get("timeout") else "?"),
+        ("timeout", secs(options["timeout"]) if options.get("timeout") else "?"),
         ("load generator", f"{run.get('role', '?')}"
-         + (f" with {len(run['workers'])} workers" if run.get("workers") else "")),
+         + (f" with {number(len(run['workers']))} workers" if run.get("workers") else "")),
         ("versions", f"nodeport-harness {run.get('harness_version', '?')}, "
                      f"Locust {run.get('locust_version', '?')}"),
     ]
     if run.get("spawn_rate"):
-        facts.insert(4, ("spawn rate", f"{run['spawn_rate']}/s"))
+        facts.insert(4, ("spawn rate", f"{number(run['spawn_rate'])} users/s"))
     return facts
 
 
@@ -251,7 +252,7 @@ def fault_rows(summary: Mapping[str, Any]) -> list[dict]:
             "t": fault.get("t"), "kind": fault.get("kind", ""), "name": fault.get("name", ""),
             "action": fault.get("action", ""),
             "until": "—" if fault.get("action") == "up" else (
-                "end of run" if until is None else fmt.secs(until)),
+                "end of run" if until is None else secs(until)),
             "requests": fault.get("requests"), "fail_ratio": fault.get("fail_ratio"),
             "before_fail_ratio": fault.get("before_fail_ratio"),
         })

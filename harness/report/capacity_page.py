@@ -15,8 +15,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness import __version__
-from harness.core import text as fmt
 from harness.core.capacity import analyse_capacity
+from harness.core.text import ms, number, pct, rate, secs, when
 from harness.errors import HarnessError, ReportError
 from harness.report.charts import label
 from harness.report.csvs import to_csv
@@ -93,41 +93,42 @@ def page_context(result: Mapping[str, Any], data: RunData) -> dict[str, Any]:
     knee = result["knee_index"]
     mode = "closed loop (users)" if result["mode"] == "closed" else "open loop (offered rate)"
     facts = [
-        ("capacity at the SLO", _rate(result["capacity_rps"])),
-        ("per pod", f"{_rate(result['capacity_per_pod'])} over {result['pods']} pods"),
-        ("per node", _rate(result["capacity_per_node"]) + (
-            f" over {result['nodes']} nodes with pods" if result["nodes"] else "")),
-        ("most delivered (any step)", _rate(result["saturation_rps"])),
-        ("SLO", f"p95 ≤ {fmt.ms(result['slo']['p95_ms'])}, failures ≤ "
-                f"{fmt.pct(result['slo']['fail_ratio'])}"),
+        ("capacity at the SLO", rate(result["capacity_rps"])),
+        ("per pod", f"{rate(result['capacity_per_pod'])} over {number(result['pods'])} pods"),
+        ("per node", rate(result["capacity_per_node"]) + (
+            f" over {number(result['nodes'])} nodes with pods" if result["nodes"] else "")),
+        ("most delivered (any step)", rate(result["saturation_rps"])),
+        ("SLO", f"p95 ≤ {ms(result['slo']['p95_ms'])}, failures ≤ "
+                f"{pct(result['slo']['fail_ratio'])}"),
         ("knee", f"step {knee + 1}" if knee is not None else "none (first step broke the SLO)"),
         ("throughput stopped growing", f"step {result['plateau_index'] + 1}"
          if result["plateau_index"] is not None else "not within the steps run"),
     ]
     if result["target_rps"] is not None:
-        facts.append(("target", f"{_rate(result['target_rps'])} with "
-                                f"{fmt.pct(result['headroom'], 0)} headroom"))
-        facts.append(("pods needed", result["pods_needed"] if result["pods_needed"] is not None
-                      else "n/a"))
+        facts.append(("target", f"{rate(result['target_rps'])} with "
+                                f"{pct(result['headroom'])} headroom"))
+        facts.append(("pods needed", number(result["pods_needed"])))
     lab = result.get("lab")
     if lab:
-        facts.append(("lab truth", f"{_rate(lab['true_capacity_rps'])} ({lab['pods']} pods × "
-                                   f"{lab['pod_concurrency']} / {lab['pod_service_ms']:g} ms)"))
+        facts.append(("lab truth", f"{rate(lab['true_capacity_rps'])} "
+                                   f"({number(lab['pods'])} pods × "
+                                   f"{number(lab['pod_concurrency'])} / "
+                                   f"{ms(lab['pod_service_ms'])})"))
     run_facts = [
         ("run", data.run_id), ("load model", mode),
-        ("steps", f"{len(result['steps'])} × {fmt.secs(result['step_time_s'])}, first "
-                  f"{fmt.secs(result['settle_s'])} of each left out"),
+        ("steps", f"{number(len(result['steps']))} × {secs(result['step_time_s'])}, first "
+                  f"{secs(result['settle_s'])} of each left out"),
         ("entry / connection", f"{result.get('entry') or '?'} / "
                                f"{result.get('connection') or '?'}"),
         ("Service", name),
     ]
     if result["mode"] == "open":
-        run_facts.append(("pacing", f"{result['pacing_s']:g} s between one user's requests"))
+        run_facts.append(("pacing", f"{secs(result['pacing_s'])} between one user's requests"))
     return {
         "headline": headline(result),
         "title": f"Capacity: {name} ({data.run_id})",
-        "subtitle": f"started {fmt.when(data.run.get('started'))} · {mode} · "
-                    f"{len(result['steps'])} steps",
+        "subtitle": f"started {when(data.run.get('started'))} · {mode} · "
+                    f"{number(len(result['steps']))} steps",
         "verdict": "ok" if knee is not None else "critical",
         "reasoning": result["reasoning"],
         "facts": facts,
@@ -150,11 +151,11 @@ def headline(result: Mapping[str, Any]) -> str:
     if knee is None:
         return (f"Not even the first step ({_load_text(steps[0])}) met the SLO: capacity is "
                 "below it.")
-    text = (f"Capacity at the SLO: {_rate(result['capacity_rps'])} "
-            f"({_rate(result['capacity_per_pod'])} per pod)")
+    text = (f"Capacity at the SLO: {rate(result['capacity_rps'])} "
+            f"({rate(result['capacity_per_pod'])} per pod)")
     if result["pods_needed"] is not None:
-        text += (f"; {result['pods_needed']} pods for {_rate(result['target_rps'])} with "
-                 f"{fmt.pct(result['headroom'], 0)} headroom")
+        text += (f"; {number(result['pods_needed'])} pods for {rate(result['target_rps'])} "
+                 f"with {pct(result['headroom'])} headroom")
     return text + "."
 
 
@@ -188,12 +189,9 @@ def _pod_names(result: Mapping[str, Any]) -> list[str]:
 
 def _load_text(step: Mapping[str, Any]) -> str:
     if step.get("users") is not None:
-        return f"{step['users']} users"
-    return f"{fmt.num(step.get('offered_rps'))} req/s offered ({step.get('paced_users')} users)"
-
-
-def _rate(rps: float | None) -> str:
-    return "n/a" if rps is None else f"{rps:,.1f} req/s"
+        return f"{number(step['users'])} users"
+    return (f"{rate(step.get('offered_rps'))} offered "
+            f"({number(step.get('paced_users'))} users)")
 
 
 # -- charts -------------------------------------------------------------------------------------
@@ -250,8 +248,9 @@ def throughput_chart(result: Mapping[str, Any]) -> str:
         x=x, y=[s["rps"] for s in steps], name="achieved", mode="lines+markers",
         marker={"size": 9, "color": ["#1F77B4" if s["meets_slo"] else BREACH_COLOR
                                      for s in steps]},
-        line={"color": "#1F77B4"}, text=text,
-        hovertemplate="%{text}<br>%{y:,.1f} req/s<extra>achieved</extra>",
+        line={"color": "#1F77B4"}, text=text, customdata=[label(rate(s["rps"])) for s in steps],
+        # Hover figures come formatted from Python: they read as in the table below.
+        hovertemplate="%{text}<br>%{customdata}<extra>achieved</extra>",
     )]
     if result["mode"] == "open":
         traces.append(go.Scatter(x=x, y=x, name="offered", mode="lines",
@@ -262,14 +261,14 @@ def throughput_chart(result: Mapping[str, Any]) -> str:
         truth = lab["true_capacity_rps"]
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": truth,
                        "y1": truth, "line": {"color": TRUTH_COLOR, "dash": "dash", "width": 1},
-                       "label": {"text": f"lab capacity {truth:,.0f} req/s",
+                       "label": {"text": label(f"lab capacity {rate(truth)}"),
                                  "textposition": "end", "font": {"size": 11}}})
     knee = result["knee_index"]
     if knee is not None:
         traces.append(go.Scatter(
             x=[x[knee]], y=[steps[knee]["rps"]], name="knee (highest step meeting the SLO)",
             mode="markers", marker={"symbol": "star", "size": 16, "color": KNEE_COLOR},
-            hovertemplate="knee: %{y:,.1f} req/s<extra></extra>"))
+            hovertemplate=f"knee: {label(rate(steps[knee]['rps']))}<extra></extra>"))
     layout = _layout("Throughput vs load", xtitle, "requests/s (completed)", shapes=shapes)
     if lab:
         # Autorange ignores shapes: keep the lab's capacity line (and its label) in view.
@@ -283,19 +282,21 @@ def latency_chart(result: Mapping[str, Any]) -> str:
     x, xtitle = _x(result)
     colors = {"p50": "#2CA02C", "p95": "#1F77B4", "p99": "#9467BD"}
     traces = [go.Scatter(x=x, y=[s.get(q) for s in steps], name=q, mode="lines+markers",
-                         line={"color": color},
-                         hovertemplate=f"{q} %{{y:.1f}} ms<extra></extra>")
+                         line={"color": color}, customdata=[label(ms(s.get(q))) for s in steps],
+                         hovertemplate=f"{q} %{{customdata}}<extra></extra>")
               for q, color in colors.items()]
     slo = result["slo"]["p95_ms"]
     shapes = [*_marks(result, x), {
         "type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": slo, "y1": slo,
         "line": {"color": BREACH_COLOR, "dash": "dash", "width": 1},
-        "label": {"text": f"SLO p95 {slo:g} ms", "textposition": "end", "font": {"size": 11}}}]
+        "label": {"text": label(f"SLO p95 {ms(slo)}"), "textposition": "end",
+                  "font": {"size": 11}}}]
     knee = result["knee_index"]
     if knee is not None and steps[knee].get("p95") is not None:
         traces.append(go.Scatter(x=[x[knee]], y=[steps[knee]["p95"]], name="knee", mode="markers",
                                  marker={"symbol": "star", "size": 16, "color": KNEE_COLOR},
-                                 hovertemplate="knee: p95 %{y:.1f} ms<extra></extra>"))
+                                 hovertemplate=f"knee: p95 {label(ms(steps[knee]['p95']))}"
+                                               "<extra></extra>"))
     return go.Figure(traces, _layout("Latency vs load (successful requests)", xtitle,
                                      "ms", shapes=shapes)).to_json()
 
@@ -310,9 +311,9 @@ def summary_block(result: Mapping[str, Any]) -> str:
     for index, step in enumerate(result["steps"]):
         mark = " (knee)" if index == result["knee_index"] else ""
         lines.append(
-            f"| {step['step']}{mark} | {md(_load_text(step))} | {step['rps']:,.1f} | "
-            f"{fmt.ms(step.get('p50'))} | {fmt.ms(step.get('p95'))} | "
-            f"{fmt.ms(step.get('p99'))} | {fmt.pct(step.get('fail_ratio'), 2)} | "
+            f"| {step['step']}{mark} | {md(_load_text(step))} | {number(step['rps'])} | "
+            f"{ms(step.get('p50'))} | {ms(step.get('p95'))} | "
+            f"{ms(step.get('p99'))} | {pct(step.get('fail_ratio'))} | "
             f"{'✅' if step['meets_slo'] else '❌'} |")
     lines += ["", *(f"- {md(note)}" for note in result["notes"]), "",
               "Capacity page: [capacity.html](capacity.html) · steps: "

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from harness.core.histogram import bucket_value_ms, hist_items
+from harness.core.text import ms, number, pct
 
 PALETTE = (
     "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",
@@ -72,7 +73,9 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
     total = sum(map(sum, counts)) or 1
     row_totals = [sum(row) or 1 for row in counts]
     shares = [[c / row_totals[i] for c in row] for i, row in enumerate(counts)]
-    custom = [[[label(pod), label(entry), 100 * c / row_totals[i], 100 * c / total]
+    # Figures in cells and hovers come formatted from Python, so they read as in the tables
+    # (escaped like names: "< 0.001 %" would otherwise open a tag in plotly's labels).
+    custom = [[[label(pod), label(entry), label(pct(c / row_totals[i])), label(pct(c / total))]
                for pod, c in zip(pods, row, strict=True)]
               for i, (entry, row) in enumerate(zip(entries, counts, strict=True))]
     small = len(pods) * len(entries) <= 240  # numbers in cells only while they stay legible
@@ -81,14 +84,14 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
     top = max([max(row, default=0) for row in shares] + [2 / max(len(pods), 1)])
     trace = go.Heatmap(
         z=shares, x=short_labels(pods), y=short_labels(entries), customdata=custom,
-        text=[[f"{c}<br>{100 * s:.0f}%" for c, s in zip(row, srow, strict=True)]
+        text=[[f"{number(c)}<br>{label(pct(s))}" for c, s in zip(row, srow, strict=True)]
               for row, srow in zip(counts, shares, strict=True)],
         texttemplate="%{text}" if small else None,
         colorscale="Blues", zmin=0, zmax=min(1.0, top), colorbar={"title": {"text": "row share"},
                                                      "tickformat": ".0%"},
         hovertemplate="entry %{customdata[1]} → pod %{customdata[0]}<br>%{text}"
-                      "<br>%{customdata[2]:.1f}% of this entry's successes"
-                      "<br>%{customdata[3]:.1f}% of all successes<extra></extra>",
+                      "<br>%{customdata[2]} of this entry's successes"
+                      "<br>%{customdata[3]} of all successes<extra></extra>",
     )
     # Rows stay readable; the rotated pod labels below need about 150 px of their own.
     height = 250 + 60 * len(entries)
@@ -117,8 +120,9 @@ def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
                 "line": {"color": ["#B00020" if pods[i]["within_band"] is False else color
                                    for i in index], "width": 2},
             },
-            customdata=[[label(pods[i]["name"]), pods[i]["successes"]] for i in index],
-            hovertemplate="%{customdata[0]}<br>%{y:.2%} (%{customdata[1]} successes)"
+            customdata=[[label(pods[i]["name"]), number(pods[i]["successes"]),
+                         label(pct(pods[i]["share"]))] for i in index],
+            hovertemplate="%{customdata[0]}<br>%{customdata[2]} (%{customdata[1]} successes)"
                           "<extra>%{fullData.name}</extra>",
         ))
     shapes = [
@@ -127,8 +131,9 @@ def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
         {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": expected, "y1": expected,
          "line": {"color": "#2CA02C", "dash": "dash", "width": 2}},
     ]
-    note = (f"dashed: uniform 1/{len(pods)} = {expected:.2%}; green band {low:.2%} to "
-            f"{high:.2%}: 95 % range if each request picked a pod at random") if pods else ""
+    note = label(f"dashed: uniform 1/{number(len(pods))} = {pct(expected)}; green band "
+                 f"{pct(low)} to {pct(high)}: 95 % range if each request picked a pod at "
+                 "random") if pods else ""
     layout = _layout(
         "Pod shares of successful requests vs. a uniform spread", 420,
         xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
@@ -146,7 +151,8 @@ def latency_bars(groups: Sequence[tuple[str, Sequence[float | None]]], title: st
     names = short_labels([g[0] for g in groups])
     traces = [
         go.Bar(x=names, y=[g[1][q] for g in groups], name=QUANTILE_NAMES[q],
-               hovertemplate="%{x}: %{y:.2f} ms<extra>" + QUANTILE_NAMES[q] + "</extra>")
+               customdata=[label(ms(g[1][q])) for g in groups],
+               hovertemplate="%{x}: %{customdata}<extra>" + QUANTILE_NAMES[q] + "</extra>")
         for q in range(3)
     ]
     return go.Figure(traces, _layout(
@@ -190,7 +196,7 @@ def locality_bars(cross_node: Mapping[str, Any]) -> str:
     for key, name in names.items():
         stats = cross_node.get(key) or {}
         if stats.get("count"):
-            groups.append((f"{name} (n={stats['count']:,})",
+            groups.append((f"{name} (n={number(stats['count'])})",
                            [stats["p50"], stats["p95"], stats["p99"]]))
     return latency_bars(groups, "Local vs. cross-node latency (successes)", "where the pod ran")
 
@@ -248,8 +254,9 @@ def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color:
         {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": expected, "x1": expected,
          "line": {"color": "#2CA02C", "dash": "dash"}}]
     trace = go.Bar(y=labels, x=list(shares), orientation="h", marker={"color": color},
-                   customdata=[label(n) for n in names],
-                   hovertemplate="%{customdata}: %{x:.1%}<extra></extra>")
+                   customdata=[[label(n), label(pct(s))]
+                               for n, s in zip(names, shares, strict=True)],
+                   hovertemplate="%{customdata[0]}: %{customdata[1]}<extra></extra>")
     return go.Figure(trace, _layout(
         title, max(200, 70 + 22 * len(names)), showlegend=False,
         margin={"l": 10, "r": 10, "t": 40 if title else 24, "b": 30},

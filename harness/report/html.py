@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from harness.core import text as fmt
 from harness.core.runinfo import PLOTLYJS_MODES
+from harness.core.text import fair_index, ms, number, pct, rate, secs, when
 from harness.errors import ReportError
 from harness.report.files import write_text_atomic
 
@@ -48,8 +48,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=fmt.pct, ms=fmt.ms, num=fmt.num, secs=fmt.secs, when=fmt.when,
-                       severity=severity_class)
+    # The templates format every figure through harness.core.text, under the same names.
+    env.filters.update(pct=pct, ms=ms, number=number, rate=rate, secs=secs, when=when,
+                       fair_index=fair_index, severity=severity_class)
     return env
 
 

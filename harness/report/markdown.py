@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.core import text as fmt
+from harness.core.text import number, pct
 
 ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "ok": "🟢"}
 MAX_POD_ROWS = 50  # a step summary is capped (1 MiB on GitHub): the CSV holds them all
@@ -69,13 +69,13 @@ def _matrix_table(matrix: Mapping[str, Any]) -> list[str]:
         row = [counts[i][j] for i in range(len(entries))]
         lines.append("| " + " | ".join([
             md(pod, MAX_NAME), md(matrix["pod_nodes"].get(pod) or "?", MAX_NAME),
-            *(fmt.num(c) for c in row), fmt.num(sum(row)), fmt.pct(sum(row) / total),
+            *(number(c) for c in row), number(sum(row)), pct(sum(row) / total),
         ]) + " |")
     sums = [sum(row) for row in counts]
-    lines.append("| **entry share** | | " + " | ".join(fmt.pct(s / total) for s in sums)
-                 + f" | {fmt.num(sum(sums))} | |")
+    lines.append("| **entry share** | | " + " | ".join(pct(s / total) for s in sums)
+                 + f" | {number(sum(sums))} | |")
     if len(pods) > MAX_POD_ROWS:
-        lines += ["", f"… and {len(pods) - MAX_POD_ROWS} more pods: see pods.csv."]
+        lines += ["", f"… and {number(len(pods) - MAX_POD_ROWS)} more pods: see pods.csv."]
     return lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness.core.model import Target
+from harness.core.text import number, pct
 
 
 def node_pod_table(spread: dict, target: Target | None = None) -> str:
@@ -20,12 +21,12 @@ def node_pod_table(spread: dict, target: Target | None = None) -> str:
     rows = [header]
     for name, entry in sorted(entries.items()):
         counts = entry.get("pods") or {}
-        share = f"{100 * entry.get('requests', 0) / total:.1f}%"
-        rows.append([name] + [str(counts.get(p, 0)) for p in pods]
-                    + [str(entry.get("failures", 0)), share])
+        share = pct(entry.get("requests", 0) / total)
+        rows.append([name] + [number(counts.get(p, 0)) for p in pods]
+                    + [number(entry.get("failures", 0)), share])
     served = {p: sum((e.get("pods") or {}).get(p, 0) for e in entries.values()) for p in pods}
     all_ok = sum(served.values()) or 1
-    rows.append(["pod share"] + [f"{100 * served[p] / all_ok:.1f}%" for p in pods] + ["", ""])
+    rows.append(["pod share"] + [pct(served[p] / all_ok) for p in pods] + ["", ""])
     if pod_node:
         rows.append(["pod's node"] + [str(pod_node.get(p) or "?") for p in pods] + ["", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

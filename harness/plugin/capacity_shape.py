@@ -1,6 +1,6 @@
 """The locustfile `nodeport-harness capacity` runs: NodePortUser under a step-load shape.
 
-Also usable directly: ``locust -f harness/plugin/capacity.py --headless --lab
+Also usable directly: ``locust -f harness/plugin/capacity_shape.py --headless --lab
 --step-users 5 --max-users 50 --slo-p95-ms 50``. Each step's start and end (epoch), load
 and per-pod successes go into ``run.extra["steps"]`` (so into run.json); the report builder
 turns them, with spread.json's per-second series, into capacity.json, steps.csv and
