@@ -44,7 +44,7 @@ def make_pool(seed: int = 1, users: int = 100) -> dict[str, list]:
         pool["pod"].append(None if failure else rng.choice(pods))
         pool["latency"].append(rng.lognormvariate(0.7, 0.5))  # ~2 ms median
         pool["failure"].append(failure)
-        pool["conn"].append(key * 1_000_000 + generation[key])
+        pool["conn"].append(key * 1_000_000 + generation[key] + 1)  # 0: one-request
         if failure:
             generation[key] += 1
     return pool

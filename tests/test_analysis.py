@@ -333,7 +333,7 @@ def test_node_failure_found_from_a_marker_and_ok_when_nothing_failed():
 def test_keepalive_pinning_is_reported_with_its_numbers():
     target = make_target()
     rows = []
-    for connection in range(12):  # 12 keep-alive connections, 50 requests each, one pod each
+    for connection in range(1, 13):  # 12 keep-alive connections, 50 requests each, one pod
         pod = f"pod-{connection % 6}"
         rows += [(connection + 0.01 * i, "node-1", pod, 1.0, None, connection)
                  for i in range(50)]

@@ -22,6 +22,7 @@ from harness.core.histogram import (
     bucket_index,
     bucket_of_us,
     bucket_range_us,
+    bucket_value_ms,
     percentiles,
 )
 from harness.core.recorder import (
@@ -268,7 +269,7 @@ def test_markers_are_kept_and_sorted():
 
 def test_connection_pinning_and_requests_per_connection():
     recorder = SpreadRecorder(POD_NODES, Clock())
-    for connection in range(10):
+    for connection in range(1, 11):  # (0 means a connection of the request's own)
         for _ in range(20):  # keep-alive: one pod per connection
             recorder.record("node-1", f"pod-{connection % 6}", 1.0, None, connection)
     for _ in range(3):  # a connection that saw three pods, then failed once
@@ -285,20 +286,60 @@ def test_connection_pinning_and_requests_per_connection():
     assert conns["requests_per_connection"] == [[1, 1], [10, 1], [20, 10]]
 
 
+def test_connection_zero_is_a_connection_per_request():
+    # --connection close: each request opened (and closed) its own TCP connection.
+    recorder = SpreadRecorder(POD_NODES, Clock())
+    for index in range(30):
+        recorder.record("node-1", f"pod-{index % 3}", 1.0, None, 0)
+    recorder.record("node-1", None, 1.0, "refused", 0)
+    conns = recorder.drain(final=True)["connections"]
+    assert conns["tracked"] == 31 and conns["requests"] == 31
+    assert conns["distinct_pods"] == {"0": 1, "1": 30}
+    assert conns["requests_per_connection"] == [[1, 31]]
+
+
+def test_series_rows_name_the_pods_and_the_failures_of_each_second():
+    clock = Clock()
+    recorder = SpreadRecorder(POD_NODES, clock)
+    for second in range(3):
+        for index in range(10):
+            recorder.record("node-1", f"pod-{index % 2}", 2.0)
+        if second == 1:
+            recorder.record("node-1", None, 5000.0, "timeout")
+            recorder.record("node-1", None, 0.2, "refused")
+        clock.t += 1.0
+    delta = recorder.drain()  # a worker's delta, merged on a master
+    merged = SpreadRecorder(POD_NODES, Clock())
+    merged.merge(delta)
+    for data in (delta, merged.to_dict()):
+        rows = data["series"]["node-1"]
+        assert [r["pods"] for r in rows] == [{"pod-0": 5, "pod-1": 5}] * 3
+        assert [r.get("kinds") for r in rows] == [None, {"timeout": 1, "refused": 1}, None]
+        (slow, slow_n), (fast, fast_n) = sorted(
+            rows[1]["failure_latency"], key=lambda pair: -pair[0])
+        assert slow_n == fast_n == 1
+        assert 4800 < bucket_value_ms(slow, SERIES_SHIFT) < 5200
+        assert data["entry_nodes"]["node-1"]["failure_latency"]
+    # Merged counts stay in their own seconds: a later second of the master's is not
+    # credited with the merged successes.
+    merged.merge(recorder.drain())
+    assert sum(sum(r["pods"].values()) for r in merged.to_dict()["series"]["node-1"]) == 30
+
+
 def test_connection_tracking_is_bounded_and_oldest_finish_first():
     recorder = SpreadRecorder(POD_NODES, Clock(), max_connections=100)
-    for connection in range(1000):
+    for connection in range(1, 1001):
         recorder.record("node-1", "pod-0", 1.0, None, connection)
         recorder.record("node-1", "pod-1", 1.0, None, connection)
         recorder.flush()  # account the queue before looking at the live connections
         assert len(recorder._live) <= 100
-    assert 0 not in recorder._live and 999 in recorder._live
+    assert 1 not in recorder._live and 1000 in recorder._live
     conns = recorder.to_dict()["connections"]
     assert conns["tracked"] == 1000
     assert conns["distinct_pods"] == {"2": 1000}
     assert conns["evicted"] == 1000 - len(recorder._live)
-    recorder.end_connection(999)
-    assert 999 not in recorder._live
+    recorder.end_connection(1000)
+    assert 1000 not in recorder._live
     assert recorder.to_dict()["connections"]["tracked"] == 1000
 
 

@@ -32,7 +32,9 @@ A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index 
   ``failures``, ``pods`` (pod -> successes that entered here), ``failure_kinds`` (kind ->
   count; kinds: refused, timeout, reset, bad_reply, other, http_4xx, http_5xx, ... ),
   ``http_status`` (exact status code as a string -> count, for http_* failures),
-  ``latency`` (hist of successes entering here).
+  ``latency`` (hist of successes entering here), ``failure_latency`` (hist of its
+  failures), ``via_nodes`` (a LoadBalancer entry only: node the reply came through ->
+  successes; ``"unknown"`` when the reply did not tell).
 - ``pods``: pod -> ``node``, ``successes``, ``failures`` (failed replies that named the pod),
   ``latency`` (hist). ``"unknown"``: the reply did not say; ``"(other)"``: names beyond the
   ``limits.max_pods`` distinct pods (a mis-configured extractor cannot grow memory).
@@ -40,8 +42,11 @@ A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index 
   Cross-node: the pod's node is known and differs from the entry node; unknown: the pod's
   node is unknown or the entry point is not a node.
 - ``series``: entry node -> list (ascending ``t``) of ``{"t": epoch second, "requests",
-  "failures", "latency": coarse hist of that second's successes}``.
-- ``connections``: ``tracked`` (connections seen), ``requests`` (requests on them),
+  "failures", "latency": coarse hist of that second's successes, "pods": {pod: successes}}``
+  plus, in a second with failures, ``"kinds"`` ({kind: failures}) and ``"failure_latency"``
+  (coarse hist of the failures' latencies).
+- ``connections``: ``tracked`` (connections seen; a request recorded with connection ``0``
+  had a connection of its own), ``requests`` (requests on them),
   ``evicted`` (finalized early because more than ``limits.max_connections`` were live),
   ``distinct_pods`` (number of distinct known pods, as a string -> connections),
   ``requests_per_connection`` (hist, in the same layout over integer counts: exact < 128).
@@ -66,6 +71,7 @@ from harness.core.histogram import (
     LAYOUT,
     MAX_US,
     SERIES_BUCKETS,
+    SERIES_SHIFT,
     add_hist,
     bucket_of_us,
     hist_items,
@@ -117,7 +123,8 @@ class _Cell:
     """Successes for one (entry node, pod), with the histograms each success also lands in."""
 
     __slots__ = (
-        "pod", "successes", "pod_latency", "locality_latency", "cross_node", "connection_name"
+        "pod", "successes", "marked", "pod_latency", "locality_latency", "cross_node",
+        "connection_name",
     )
 
     def __init__(self, pod: _Pod, locality_latency: list[int], cross_node: bool | None):
@@ -125,6 +132,7 @@ class _Cell:
         # What per-connection distinctness counts: the capped name; unknown is no pod.
         self.connection_name = None if pod.name == UNKNOWN_POD else pod.name
         self.successes = 0
+        self.marked = 0  # successes when its entry node's last second closed
         self.pod_latency = pod.latency
         self.locality_latency = locality_latency
         self.cross_node = cross_node
@@ -132,8 +140,8 @@ class _Cell:
 
 class _EntryNode:
     __slots__ = (
-        "name", "is_node", "cells", "latency", "failure_kinds", "http_status", "series",
-        "second", "second_end", "row",
+        "name", "is_node", "cells", "latency", "failure_latency", "failure_kinds",
+        "http_status", "via", "series", "second", "second_end", "row",
     )
 
     def __init__(self, name: str, is_node: bool):
@@ -141,11 +149,16 @@ class _EntryNode:
         self.is_node = is_node
         self.cells: dict[str, _Cell] = {}
         self.latency = [0] * BUCKETS
+        self.failure_latency = [0] * BUCKETS
         self.failure_kinds: dict[str, int] = {}
         self.http_status: dict[int, int] = {}
-        # Closed seconds: second -> [requests, failures, packed (bucket, count) pairs].
+        self.via: dict[str, int] = {}  # an LB entry: node the reply came through -> successes
+        # Closed seconds: second -> [requests, failures, packed (bucket, count) pairs,
+        # detail or None]; detail: {"pods": {pod: successes}, "kinds": {kind: failures},
+        # "failure_latency": {coarse bucket: failures}}.
         self.series: dict[int, list[Any]] = {}
-        # The open second: [requests, failures, dense series buckets]. The empty window
+        # The open second: [requests, failures, dense series buckets, failure detail or
+        # None]. The empty window
         # (second > second_end) makes the first record open one.
         self.second = 1
         self.second_end = 0
@@ -265,7 +278,7 @@ class SpreadRecorder:
                 cell.pod_latency[index] += 1
                 cell.locality_latency[index] += 1
                 row[2][index >> 2] += 1
-                if connection is not None:
+                if connection:
                     conn = live.get(connection)
                     if conn is None:
                         conn = self._open_connection(connection)
@@ -279,14 +292,18 @@ class SpreadRecorder:
                                 conn[2] = {conn[1]}
                             conn[2].add(name)
                             conn[1] = name
+                elif connection == 0:  # a connection for this one request (close mode)
+                    self._finish([1, cell.connection_name, None])
             else:
                 row[1] += 1
-                self._record_failure(node, pod, index, failure)
-                if connection is not None:
+                self._record_failure(node, row, pod, index, failure)
+                if connection:
                     conn = live.get(connection)
                     if conn is None:
                         conn = self._open_connection(connection)
                     conn[0] += 1
+                elif connection == 0:
+                    self._finish([1, None, None])
             if raw is not None:
                 if failure is None:
                     pod = cell.pod.name  # trimmed (or "(other)" past the cap)
@@ -331,26 +348,43 @@ class SpreadRecorder:
         if node.row is not None:
             self._close_second(node)
         second = math.floor(now)
-        row: list[Any] = [0, 0, [0] * SERIES_BUCKETS]
+        row: list[Any] = [0, 0, [0] * SERIES_BUCKETS, None]
         stored = node.series.pop(second, None)  # a clock that stepped back
         if stored is not None:
             row[0], row[1] = stored[0], stored[1]
             for index, count in _unpack(stored[2]):
                 row[2][index] += count
+            row[3] = stored[3]
         node.second, node.second_end, node.row = second, second + 1, row
 
     def _close_second(self, node: _EntryNode) -> None:
-        requests, failures, dense = node.row  # type: ignore[misc]
-        node.series[node.second] = [requests, failures, _pack(sparse(dense))]
+        requests, failures, dense, detail = node.row  # type: ignore[misc]
+        # Which pods served this second: the cells' successes since the last close, once a
+        # second per entry node (not per request: the hot path stays as it is).
+        pods = _second_pods(node, mark=True)
+        if pods:
+            detail = _add_detail(detail, {"pods": pods})
+        node.series[node.second] = [requests, failures, _pack(sparse(dense)), detail]
         node.row = None
         node.second, node.second_end = 1, 0
 
-    def _record_failure(self, node: _EntryNode, pod: str, index: int, failure: str) -> None:
+    def _record_failure(self, node: _EntryNode, row: list[Any], pod: str, index: int,
+                        failure: str) -> None:
         kind, status = failure_kind(failure)
         node.failure_kinds[kind] = node.failure_kinds.get(kind, 0) + 1
         if status is not None:
             node.http_status[status] = node.http_status.get(status, 0) + 1
         self._failure_latency[index] += 1
+        node.failure_latency[index] += 1
+        # The second's failures by kind and latency: what tells when an outage began (a
+        # time-out reported at t began at t minus its latency).
+        detail = row[3]
+        if detail is None:
+            detail = row[3] = {}
+        kinds = detail.setdefault("kinds", {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+        coarse = detail.setdefault("failure_latency", {})
+        coarse[index >> SERIES_SHIFT] = coarse.get(index >> SERIES_SHIFT, 0) + 1
         pod = _trimmed(pod)
         if pod != UNKNOWN_POD:
             self._pod(pod).failures += 1
@@ -408,6 +442,14 @@ class SpreadRecorder:
         for pod, node in pod_nodes.items():
             if node is not None or pod not in self.pod_nodes:
                 self.pod_nodes[pod] = node
+
+    def note_via(self, entry_node: str, node: str | None) -> None:
+        """A success that entered through ``entry_node`` (a LoadBalancer) reached its pod
+        through ``node`` (None: the reply did not tell)."""
+        entry = self._entry.get(entry_node) or self._add_entry_node(entry_node)
+        name = node or UNKNOWN_POD
+        if name in entry.via or len(entry.via) < self.max_pods:
+            entry.via[name] = entry.via.get(name, 0) + 1
 
     def mark(self, t: float | None, label: str) -> None:
         """Annotate a moment (epoch seconds on the recorder's clock; None: now), e.g.
@@ -468,7 +510,11 @@ class SpreadRecorder:
             for pod, count in part.get("pods", {}).items():
                 cell = node.cells.get(pod) or self._add_cell(node, pod)
                 cell.successes += count
+                cell.marked += count  # the series rows carry their own per-second pods
             add_hist(node.latency, part.get("latency"))
+            add_hist(node.failure_latency, part.get("failure_latency"))
+            for via, count in part.get("via_nodes", {}).items():
+                node.via[via] = node.via.get(via, 0) + count
             for kind, count in part.get("failure_kinds", {}).items():
                 node.failure_kinds[kind] = node.failure_kinds.get(kind, 0) + count
             for status, count in part.get("http_status", {}).items():
@@ -500,13 +546,17 @@ class SpreadRecorder:
             target = node.row
             add_hist(target[2], row.get("latency"))
         else:
-            target = node.series.setdefault(second, [0, 0, _pack(())])
+            target = node.series.setdefault(second, [0, 0, _pack(()), None])
             merged = dict(_unpack(target[2]))
             for index, count in hist_items(row.get("latency")):
                 merged[index] = merged.get(index, 0) + count
             target[2] = _pack(sorted(merged.items()))
         target[0] += row.get("requests", 0)
         target[1] += row.get("failures", 0)
+        detail = {"pods": row.get("pods"), "kinds": row.get("kinds"),
+                  "failure_latency": dict(hist_items(row.get("failure_latency")))}
+        if any(detail.values()):
+            target[3] = _add_detail(target[3], detail)
 
     # -- export ------------------------------------------------------------------------------
 
@@ -536,6 +586,8 @@ class SpreadRecorder:
                 "failure_kinds": dict(node.failure_kinds),
                 "http_status": {str(k): v for k, v in sorted(node.http_status.items())},
                 "latency": sparse(node.latency),
+                "failure_latency": sparse(node.failure_latency),
+                **({"via_nodes": dict(node.via)} if node.via else {}),
             }
             series[name] = _export_series(node)
         distinct = dict(self._conn_distinct)
@@ -597,13 +649,47 @@ def _distinct(cells: Mapping[str, _Cell]) -> Iterable[_Cell]:
 
 
 def _export_series(node: _EntryNode) -> list[dict[str, Any]]:
-    rows = {s: (r[0], r[1], [list(p) for p in _unpack(r[2])]) for s, r in node.series.items()}
+    rows = {s: (r[0], r[1], [list(p) for p in _unpack(r[2])], r[3])
+            for s, r in node.series.items()}
     if node.row is not None:
-        rows[node.second] = (node.row[0], node.row[1], sparse(node.row[2]))
-    return [
-        {"t": second, "requests": requests, "failures": failures, "latency": pairs}
-        for second, (requests, failures, pairs) in sorted(rows.items())
-    ]
+        detail = node.row[3]
+        pods = _second_pods(node, mark=False)
+        if pods:
+            detail = _add_detail(dict(detail or {}), {"pods": pods})
+        rows[node.second] = (node.row[0], node.row[1], sparse(node.row[2]), detail)
+    out = []
+    for second, (requests, failures, pairs, detail) in sorted(rows.items()):
+        row = {"t": second, "requests": requests, "failures": failures, "latency": pairs,
+               "pods": dict((detail or {}).get("pods") or {})}
+        if detail and detail.get("kinds"):
+            row["kinds"] = dict(detail["kinds"])
+            row["failure_latency"] = [[i, n] for i, n in sorted(
+                detail.get("failure_latency", {}).items())]
+        out.append(row)
+    return out
+
+
+def _second_pods(node: _EntryNode, mark: bool) -> dict[str, int]:
+    """Successes per pod since the entry node's last closed second (``mark``: close it)."""
+    pods: dict[str, int] = {}
+    for cell in _distinct(node.cells):
+        served = cell.successes - cell.marked
+        if served:
+            pods[cell.pod.name] = pods.get(cell.pod.name, 0) + served
+            if mark:
+                cell.marked = cell.successes
+    return pods
+
+
+def _add_detail(detail: dict[str, Any] | None, more: Mapping[str, Any]) -> dict[str, Any]:
+    """Add a second's detail (pods / kinds / failure_latency counts) into another's."""
+    detail = {} if detail is None else detail
+    for key, counts in more.items():
+        if counts:
+            into = detail.setdefault(key, {})
+            for name, count in counts.items():
+                into[name] = into.get(name, 0) + count
+    return detail
 
 
 def _pack(pairs: Iterable[Sequence[int]]) -> array:
