@@ -24,6 +24,15 @@
 - ``keepalive``: connections, requests, mean_requests_per_connection,
   p50_requests_per_connection, connections_with_pod, mean_distinct_pods,
   single_pod_share, evicted.
+- ``lb``: ``null`` unless the run entered through a LoadBalancer (``--entry lb``); else
+  entry (``"lb"``), address (the ingress, or ``null``), successes (through it), seen (true
+  when the replies showed which node the LB passed requests to), unseen_reason (``null``,
+  ``local_policy``: externalTrafficPolicy Local keeps the client's address, so pods never
+  see a node; ``no_node_address``: no reply carried a node's address as its ``client``;
+  ``no_successes``), via_nodes (node -> successes through it: every targeted node, 0 when
+  unused, and any other node that appeared; empty unless seen), unknown (successes whose
+  node did not show), shares (node -> share of the LB's successes), nodes (how many are
+  listed) and nodes_used.
 - ``latency``: ``overall`` and ``failed`` stats. Stats are count, mean, p50, p90, p95, p99,
   max in ms (bucket midpoints: within 0.78 %), ``null`` when empty.
 - ``timeline``: ``nodes`` (node -> rows) and ``overall`` (rows); a row is t (seconds from
@@ -42,6 +51,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
+from harness.core.entry import LB_ENTRY
 from harness.core.faults import UNDO_ACTIONS, parse_marker
 from harness.core.findings import Row, build_findings, fraction
 from harness.core.histogram import (
@@ -51,6 +61,7 @@ from harness.core.histogram import (
     hist_items,
     percentiles,
 )
+from harness.core.incidents import detect_incidents
 from harness.core.recorder import OTHER_POD, UNKNOWN_POD, check_spread
 from harness.core.runinfo import THRESHOLDS
 from harness.core.text import fair_index, ms, number, pct
@@ -175,6 +186,7 @@ def summarize(
         "cross_node": _cross_node(spread),
         "failures": _failures(spread, totals),
         "keepalive": _keepalive(spread),
+        "lb": _lb(spread, target, run),
         "latency": {
             "overall": latency_stats(spread["latency"]["buckets"]),
             "failed": latency_stats(spread.get("failure_latency")),
@@ -186,6 +198,10 @@ def summarize(
         ],
     }
     summary["faults"] = _faults(spread, target, run, start, summary["markers"])
+    summary["changes"] = [dict(c) for c in run.get("changes") or ()]
+    summary["incidents"] = detect_incidents(
+        spread, start, [n["name"] for n in target.get("nodes", ())], pod_nodes,
+        summary["faults"], summary["changes"])
     summary["findings"] = build_findings(summary)
     return summary
 
@@ -238,6 +254,9 @@ def _nodes(
             "first_failure_s": failing[0] if failing else None,
             "last_failure_s": failing[-1] if failing else None,
             "latency": latency_stats(part.get("latency")),
+            # Failed requests too (a time-out at its duration): what its clients waited.
+            "latency_all": latency_stats(_added(part.get("latency"),
+                                                part.get("failure_latency"))),
         })
     return rows
 
@@ -326,21 +345,67 @@ def _failures(spread: Mapping[str, Any], totals: Mapping[str, Any]) -> dict[str,
 
 
 def _keepalive(spread: Mapping[str, Any]) -> dict[str, Any]:
+    # TCP connections as the client counted them: one per request in close mode, one per
+    # socket the keep-alive client opened (a connect that failed included). Counts are
+    # whole numbers; only the means are fractions.
     conns = spread.get("connections", {})
     tracked = conns.get("tracked", 0)
     distinct = {int(k): v for k, v in conns.get("distinct_pods", {}).items()}
     with_pod = sum(v for k, v in distinct.items() if k >= 1)
+    p50 = _count_quantile(conns.get("requests_per_connection"), 0.5)
     return {
         "connections": tracked,
         "requests": conns.get("requests", 0),
         "mean_requests_per_connection": fraction(conns.get("requests", 0), tracked),
-        "p50_requests_per_connection": _count_quantile(
-            conns.get("requests_per_connection"), 0.5
-        ),
+        # A whole number of requests: exact below 128, else within the bucket (0.78 %).
+        "p50_requests_per_connection": None if p50 is None else int(p50),
         "connections_with_pod": with_pod,
         "mean_distinct_pods": fraction(sum(k * v for k, v in distinct.items()), with_pod),
         "single_pod_share": fraction(distinct.get(1, 0), with_pod),
         "evicted": conns.get("evicted", 0),
+    }
+
+
+def _lb(spread: Mapping[str, Any], target: Mapping[str, Any],
+        run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How a LoadBalancer spread the run's successes over nodes, from the recorder's
+    ``via_nodes`` (the node each success's pod saw as its peer: kube-proxy's SNAT source)."""
+    entries = spread.get("entry_nodes", {})
+    if run.get("entry_strategy") != LB_ENTRY and LB_ENTRY not in entries:
+        return None
+    part = entries.get(LB_ENTRY, {})
+    via = {name: count for name, count in part.get("via_nodes", {}).items() if count}
+    unknown = via.pop(UNKNOWN_POD, 0)
+    successes = part.get("successes", 0)
+    service = target.get("service") or {}
+    ingress = list(service.get("lb_ingress") or ())
+    if service.get("external_traffic_policy") == "Local":
+        reason = "local_policy"  # the pod saw the client: its address names no LB choice
+    elif not successes:
+        reason = "no_successes"
+    elif not via:
+        reason = "no_node_address"
+    else:
+        reason = None
+    counts: dict[str, int] = {}
+    if reason is None:
+        nodes = target.get("nodes", ())
+        listed = [n["name"] for n in nodes if n.get("targeted", True) and n.get("address", "?")]
+        counts = {name: via.get(name, 0) for name in listed}
+        counts.update((name, count) for name, count in via.items() if name not in counts)
+    else:
+        unknown = sum(via.values()) + unknown
+    return {
+        "entry": LB_ENTRY,
+        "address": ingress[0] if ingress else None,
+        "successes": successes,
+        "seen": reason is None,
+        "unseen_reason": reason,
+        "via_nodes": counts,
+        "unknown": unknown,
+        "shares": {name: fraction(count, successes) for name, count in counts.items()},
+        "nodes": len(counts),
+        "nodes_used": sum(1 for count in counts.values() if count),
     }
 
 
@@ -352,12 +417,15 @@ def _timeline(spread: Mapping[str, Any], start: float | None) -> dict[str, Any]:
         out = []
         for row in rows:
             t = row["t"] - base
-            out.append(_second(t, row["requests"], row["failures"], row.get("latency")))
-            total = overall.setdefault(t, [0, 0, {}])
+            out.append(_second(t, row["requests"], row["failures"], row.get("latency"),
+                               row.get("failure_latency")))
+            total = overall.setdefault(t, [0, 0, {}, {}])
             total[0] += row["requests"]
             total[1] += row["failures"]
             for index, count in hist_items(row.get("latency")):
                 total[2][index] = total[2].get(index, 0) + count
+            for index, count in hist_items(row.get("failure_latency")):
+                total[3][index] = total[3].get(index, 0) + count
         nodes[name] = out
     return {
         "nodes": nodes,
@@ -365,12 +433,22 @@ def _timeline(spread: Mapping[str, Any], start: float | None) -> dict[str, Any]:
     }
 
 
-def _second(t: int, requests: int, failures: int, hist: Any) -> Row:
+def _second(t: int, requests: int, failures: int, hist: Any, failed: Any = None) -> Row:
     p50, p95 = percentiles(hist, (0.5, 0.95), SERIES_SHIFT)
+    (failed_p95,) = percentiles(failed, (0.95,), SERIES_SHIFT)
     return {
         "t": t, "requests": requests, "failures": failures,
         "availability": fraction(requests - failures, requests), "p50": p50, "p95": p95,
+        "failed_p95": failed_p95,
     }
+
+
+def _added(*hists: Any) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for hist in hists:
+        for index, count in hist_items(hist):
+            total[index] = total.get(index, 0) + count
+    return total
 
 
 def _faults(
@@ -485,6 +563,9 @@ def _threshold(s: Mapping[str, Any], name: str, limit: Any) -> tuple[Any, bool, 
                  + (f" ({', '.join(zero)})" if zero else ""))
         return value, value == 0, shown, "0"
     shares = [n["share"] for n in s["nodes"] if n["share"] is not None and n["requests"]]
+    lb = s.get("lb")
+    if lb is not None:  # one LB address took it all: the nodes it chose are what count
+        shares = [v for v in lb["shares"].values() if v is not None] if lb["seen"] else []
     value = max(shares) if shares else None
     return value, value is not None and value <= limit, pct(value), f"≤ {pct(limit)}"
 

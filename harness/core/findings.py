@@ -24,10 +24,11 @@ def fraction(part: float, whole: float) -> float | None:
 def build_findings(summary: Mapping[str, Any]) -> list[Row]:
     """Plain-sentence findings, most severe first; the LoadBalancer one closes the list."""
     findings: list[Row] = []
-    for check in (_f_failures, _f_ingress, _f_faults, _f_node_availability, _f_local_policy,
-                  _f_fairness, _f_zero_pods, _f_unknown_pods, _f_keepalive, _f_cross_node,
-                  _f_snat, _f_latency):
+    for check in (_f_incidents, _f_failures, _f_ingress, _f_faults, _f_node_availability,
+                  _f_local_policy, _f_fairness, _f_zero_pods, _f_unknown_pods, _f_keepalive,
+                  _f_cross_node, _f_snat, _f_lb_spread, _f_latency):
         findings.extend(check(summary))
+    findings = _without_contradictions(findings)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
     findings.extend(_f_loadbalancer(summary, findings))
     return findings
@@ -35,6 +36,89 @@ def build_findings(summary: Mapping[str, Any]) -> list[Row]:
 
 def _finding(id_: str, severity: str, text: str, **metric: Any) -> Row:
     return {"id": id_, "severity": severity, "text": text, "metric": metric}
+
+
+# Findings whose OK reads "it held up", and the critical ones that show it did not.
+_RESILIENCE_CLAIMS = ("ingress", "fault:")
+_OUTAGES = ("incident:", "fault:", "failures", "node_availability:")
+
+
+def _without_contradictions(findings: list[Row]) -> list[Row]:
+    """No OK finding may contradict a critical one: when an outage was critical, an OK claim
+    that the run held up (ingress spread "losing one costs X %", a fault with "0 % failed")
+    is dropped; the critical finding tells what happened instead."""
+    if not any(f["severity"] == "critical" and f["id"].startswith(_OUTAGES)
+               for f in findings):
+        return findings
+    return [f for f in findings
+            if not (f["severity"] == "ok" and f["id"].startswith(_RESILIENCE_CLAIMS))]
+
+
+def incident_what(incident: Mapping[str, Any]) -> str:
+    """What failed, in words: "requests through node-2", "the LoadBalancer", "pod web-1"."""
+    if incident["scope"] == "lb":
+        return f"requests through the LoadBalancer ({incident['name']})"
+    if incident["scope"] == "pod":
+        return f"pod {incident['name']}"
+    return f"requests through {incident['name']}"
+
+
+def incident_sentence(incident: Mapping[str, Any]) -> str:
+    """One incident, as the headline and its finding tell it."""
+    until = ("to the end of the run" if incident["end_s"] is None
+             else f"until {secs(incident['end_s'])}")
+    kinds = ", ".join(f"{k} {number(v)}" for k, v in incident["kinds"].items())
+    if incident["scope"] == "pod":
+        text = (f"Pod {incident['name']} stopped being served at {secs(incident['start_s'])} "
+                f"({until}; it had served {pct(incident.get('share_before'))} of replies "
+                "before)")
+        if kinds:
+            text += f"; clients saw {kinds} as it went"
+    else:
+        text = (f"{incident_what(incident)[0].upper()}{incident_what(incident)[1:]} failed "
+                f"from {secs(incident['start_s'])} {until}: "
+                f"{pct(incident['scope_failed_share'])} of them failed"
+                + (f" ({kinds})" if kinds else ""))
+    text += f"; {pct(incident['failed_share'])} of all requests failed meanwhile"
+    before, during = incident.get("rps_before"), incident.get("rps_during")
+    if before and during is not None:
+        if during < 0.9 * before:
+            text += f", and throughput fell from {number(before)} to {rate(during)}"
+        else:
+            text += f", at {rate(during)} ({number(before)} before)"
+    if incident.get("caused_by"):
+        text += "; near its start: " + "; ".join(incident["caused_by"][:3])
+    return text
+
+
+def incident_severity(incident: Mapping[str, Any]) -> str:
+    share = incident.get("failed_share") or 0.0
+    before, during = incident.get("rps_before"), incident.get("rps_during")
+    fell = bool(before and during is not None and during < 0.5 * before)
+    if share >= 0.05 or fell:
+        return "critical"
+    return "warning"
+
+
+def _f_incidents(s: Mapping[str, Any]) -> list[Row]:
+    """Each incident the per-second data shows, announced or not."""
+    return [_finding(f"incident:{i['scope']}:{i['name']}:{i['start_s']:g}",
+                     incident_severity(i), incident_sentence(i) + ".",
+                     **{k: i.get(k) for k in ("scope", "name", "start_s", "end_s", "kinds",
+                                              "failed_share", "rps_before", "rps_during",
+                                              "caused_by")})
+            for i in s.get("incidents") or ()]
+
+
+def worst_incident(summary: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The incident a headline names: the most requests failed, then the deepest fall."""
+    incidents = summary.get("incidents") or ()
+
+    def weight(i: Mapping[str, Any]) -> tuple[float, float]:
+        before, during = i.get("rps_before") or 0.0, i.get("rps_during") or 0.0
+        return (i.get("failed_share") or 0.0, (before - during) / before if before else 0.0)
+
+    return max(incidents, key=weight, default=None)
 
 
 def _f_failures(s: Mapping[str, Any]) -> list[Row]:
@@ -157,6 +241,8 @@ def _f_faults(s: Mapping[str, Any]) -> list[Row]:
 
 def _f_node_availability(s: Mapping[str, Any]) -> list[Row]:
     covered = {f["name"] for f in s["faults"]}
+    # An incident already tells a failing entry point's story, before and during.
+    covered |= {i["name"] for i in s.get("incidents") or () if i["scope"] != "pod"}
     # A node whose failures began only after a declared fault is that fault's victim: the
     # fault finding already tells the story.
     fault_times = [f["t"] for f in s["faults"] if fault_verb(f["action"])]
@@ -308,44 +394,60 @@ def _f_unknown_pods(s: Mapping[str, Any]) -> list[Row]:
 
 
 def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
+    """How kube-proxy's per-connection choice met the run's TCP connections: the client's
+    opened connections (a failed connect counts, with its one request), the requests they
+    carried and the pods each saw."""
     k = s["keepalive"]
-    if not k["connections"]:
+    connections = k["connections"]
+    if not connections:
         return []
     per_connection = k["mean_requests_per_connection"] or 0.0
     metric = dict(k)
     caveat = (f" (connection tracking hit its limit and finalised {number(k['evicted'])} early: "
               "figures are approximate)" if k["evicted"] else "")
+    opened = (f"the client opened {number(connections)} TCP connections for "
+              f"{number(k['requests'])} requests")
     if s["run"]["connection_mode"] == "close":
-        # The mode is the truth: a caller that reuses connection keys across closed
-        # connections would otherwise read as per-request balancing.
+        # The mode is the truth; the counts are told when they agree with it (a run folder
+        # from before connections were counted as such has one per user and entry node).
+        counts = f": {opened}, one each" if k["requests"] == connections else ""
         return [_finding(
             "keepalive_pinning", "info",
-            "Every request opened a new connection (connection mode close): kube-proxy chose "
-            "a pod for each one, so keep-alive pinning did not apply.", **metric)]
+            f"Every request opened a new connection (connection mode close){counts}; "
+            "kube-proxy chose a pod for each one, so keep-alive pinning did not apply.",
+            **metric)]
+    with_pod = k["connections_with_pod"]
+    mean_pods = k["mean_distinct_pods"]
+    if not with_pod or mean_pods is None:
+        return [_finding(
+            "keepalive_pinning", "info",
+            f"No connection reached a pod a reply named ({opened}): keep-alive pinning "
+            f"cannot be told{caveat}.", **metric)]
+    podless = connections - with_pod
+    without = (f"; {number(podless)} of them reached no named pod (a failed connect or "
+               "request, or a reply that named none)" if podless else "")
     if per_connection < 1.5:
         return [_finding(
             "keepalive_pinning", "info",
-            f"Each connection carried {_count_of(per_connection, 'request')} on average: "
-            f"kube-proxy chose a pod for almost every request{caveat}.", **metric)]
-    mean_pods = k["mean_distinct_pods"]
-    if mean_pods is None:
-        return []
+            f"Each connection carried {_count_of(per_connection, 'request')} on average "
+            f"({opened}: the server or errors closed them){without}, so kube-proxy chose a "
+            f"pod for almost every request{caveat}.", **metric)]
     single = k["single_pod_share"] or 0.0
     pods = max(s["fairness"]["pods"], 1)
+    carried = f"{opened}, {_count_of(per_connection, 'request')} each on average{without}"
     if single >= 0.95:
-        severity = "warning" if k["connections"] < 10 * pods else "info"
-        text = (f"With keep-alive each connection stayed on one pod: {number(k['connections'])} "
-                f"connections saw {_count_of(mean_pods, 'pod')} each on average "
-                f"({pct(single)} saw exactly one) and carried "
-                f"{_count_of(per_connection, 'request')} each; kube-proxy balances "
-                "connections, not requests, so the spread over "
+        severity = "warning" if with_pod < 10 * pods else "info"
+        text = (f"With keep-alive each connection stayed on one pod: {carried}; "
+                f"{pct(single)} of the {number(with_pod)} that reached a pod saw exactly one "
+                f"({_count_of(mean_pods, 'pod')} per connection on average). kube-proxy "
+                "balances connections, not requests, so the spread over "
                 f"{number(pods)} pods is only as fine as the connections{caveat}.")
         return [_finding("keepalive_pinning", severity, text, **metric)]
     return [_finding(
         "keepalive_pinning", "ok",
-        f"Connections were not pinned: {number(k['connections'])} connections saw "
-        f"{_count_of(mean_pods, 'pod')} each on average ({pct(single)} saw only one), so something "
-        f"balances per request (an L7 proxy or session handling){caveat}.", **metric)]
+        f"Connections were not pinned: {carried}; they saw {_count_of(mean_pods, 'pod')} "
+        f"per connection on average ({pct(single)} saw only one), so something balances per "
+        f"request (an L7 proxy or session handling){caveat}.", **metric)]
 
 
 def _f_cross_node(s: Mapping[str, Any]) -> list[Row]:
@@ -390,6 +492,62 @@ def _f_snat(s: Mapping[str, Any]) -> list[Row]:
         return [_finding("source_ip_snat", "ok", "externalTrafficPolicy is Local: pods see "
                          "the client's own address (no source NAT).", policy=policy)]
     return []
+
+
+def _f_lb_spread(s: Mapping[str, Any]) -> list[Row]:
+    """--entry lb: how the LoadBalancer spread requests over nodes, or why that is unseen."""
+    lb = s.get("lb")
+    if not lb or not lb["successes"]:
+        return []
+    where = f"the LoadBalancer ({lb['address']})" if lb.get("address") else "the LoadBalancer"
+    metric = {key: lb[key] for key in ("seen", "unseen_reason", "via_nodes", "unknown",
+                                       "shares", "nodes", "nodes_used")}
+    if not lb["seen"]:
+        if lb["unseen_reason"] == "local_policy":
+            why = ("externalTrafficPolicy is Local, which keeps the client's address, so the "
+                   "pods saw the client, not the node it sent them to (with Local a pod only "
+                   "serves requests that entered its own node: the per-pod figures show the "
+                   "spread by node)")
+        else:
+            why = ("no reply named a node's address as the peer its pod saw (helloworld's "
+                   "reply field client): the app does not report it, or the address is no "
+                   "node's (a proxy in between, or a pod network without podCIDRs on the "
+                   "nodes)")
+        return [_finding("lb_spread", "info",
+                         f"Requests entered through {where}; which node it passed each one "
+                         f"to could not be seen: {why}.", **metric)]
+    counts, shares = lb["via_nodes"], lb["shares"]
+    top = max(counts, key=lambda name: counts[name])
+    share = shares[top] or 0.0
+    even = 1.0 / len(counts)
+    unused = [name for name, count in counts.items() if not count]
+    lb_name = "T" + where[1:]  # at the start of the sentence
+    if len(counts) > 1 and lb["nodes_used"] == 1:
+        severity = "warning"
+        text = (f"{lb_name} passed every request through {top}: if it fails, "
+                "every client fails until the LB's health check takes it out")
+    elif share > max(1.5 * even, 0.5) or unused:
+        severity = "info"
+        text = (f"{lb_name} spread requests unevenly: {top} took {pct(share)} "
+                f"against {pct(even)} for an even spread over {number(len(counts))} nodes"
+                + (f" ({', '.join(unused)} got nothing)" if unused else ""))
+    else:
+        severity = "ok"
+        low = min(v for v in shares.values() if v is not None)
+        each = pct(share) if pct(low) == pct(share) else f"{pct(low)} to {pct(share)}"
+        text = (f"{lb_name} spread requests over {number(lb['nodes_used'])} of "
+                f"{number(len(counts))} nodes ({each} each)")
+    text += (" (the node each pod saw as its peer: kube-proxy source-NATs to the node that "
+             "forwarded)")
+    connections = s["keepalive"]["connections"]
+    if severity != "ok" and s["run"]["connection_mode"] != "close" and connections and (
+            connections < 10 * len(counts)):
+        text += (f"; the LB picks a node per connection and this run kept "
+                 f"{number(connections)} connections alive, so the spread is coarse")
+    if lb["unknown"]:
+        text += (f"; {number(lb['unknown'])} replies ({pct(lb['unknown'] / lb['successes'])}) "
+                 "did not show a node")
+    return [_finding("lb_spread", severity, text + ".", **metric)]
 
 
 def _f_latency(s: Mapping[str, Any]) -> list[Row]:

@@ -19,6 +19,12 @@ from typing import Any
 
 from harness import __version__
 from harness.core.analysis import evaluate_thresholds, summarize
+from harness.core.findings import (
+    incident_sentence,
+    incident_severity,
+    incident_what,
+    worst_incident,
+)
 from harness.core.runinfo import analysis_run, threshold_settings
 from harness.core.text import ms, number, pct, rate, redact_command, secs, when
 from harness.errors import ReportError
@@ -120,6 +126,8 @@ def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dic
         "matrix": {"entries": entries, "pods": pods, "counts": counts,
                    "pod_nodes": tables.pod_nodes(data.spread, data.target)},
         "faults": fault_rows(summary),
+        "lb": lb_view(summary),
+        "incidents": incident_rows(summary),
         "thresholds": thresholds,
         "command": redact_command(run.get("command") or "") or "(not recorded)",
         "files": OUTPUTS,
@@ -165,13 +173,48 @@ def headline(summary: Mapping[str, Any]) -> str:
     text = f"{number(totals['requests'])} requests in {secs(summary['run']['duration_s'])}"
     if totals.get("rps"):
         text += f" ({rate(totals['rps'])})"
-    if nodes:
+    through_lb = lb_entered(summary)
+    if through_lb:
+        text += through_lb
+    elif nodes:
         text += f" entered through {number(len(entered))} of {number(len(nodes))} nodes"
     else:
         text += " entered through " + ", ".join(n["name"] for n in summary["nodes"])
     if pods:
         text += f" and reached {number(len(served))} of {number(len(pods))} pods"
-    return text + f"; {pct(totals['fail_ratio'])} failed; p95 {ms(p95)}."
+    text += f"; {pct(totals['fail_ratio'])} failed; p95 {ms(p95)}."
+    # The worst thing that happened comes first: a whole-run average hides an outage.
+    worst = worst_incident(summary)
+    if worst is not None:
+        text = f"{incident_sentence(worst)}. Whole run: {text}"
+    return text
+
+
+def lb_entered(summary: Mapping[str, Any]) -> str | None:
+    """The headline's "entered through ..." for a run through a LoadBalancer (None for any
+    other): the LB, and over how many nodes it spread requests when the replies showed it."""
+    lb = summary.get("lb")
+    if not lb:
+        return None
+    text = " entered through the LoadBalancer" + (f" {lb['address']}" if lb["address"] else "")
+    if lb["seen"]:
+        return text + (f", which passed them to {number(lb['nodes_used'])} of "
+                       f"{number(lb['nodes'])} nodes")
+    return text + " (which nodes it chose could not be seen)"
+
+
+def lb_view(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The page's "Through the LoadBalancer" part: per node, the successes the LB passed
+    through it (None for a run that did not enter through one)."""
+    lb = summary.get("lb")
+    if not lb:
+        return None
+    pods = {n["name"]: n["pods"] for n in summary["nodes"] if n["is_node"]}
+    rows = [{"node": name, "pods": pods.get(name, 0), "successes": count,
+             "share": lb["shares"].get(name)} for name, count in lb["via_nodes"].items()]
+    finding = next((f for f in summary["findings"] if f["id"] == "lb_spread"), None)
+    return {**lb, "rows": rows, "text": finding["text"] if finding else "",
+            "unknown_share": (lb["unknown"] / lb["successes"]) if lb["successes"] else None}
 
 
 def service_facts(summary: Mapping[str, Any], target: Mapping[str, Any]) -> list[tuple]:
@@ -211,6 +254,7 @@ def run_facts(summary: Mapping[str, Any], data: RunData) -> list[tuple]:
         ("users", number(run["users"]) if run.get("users") is not None else "?"),
         ("entry strategy", entry),
         ("connection", run.get("connection") or "?"),
+        ("TCP connections", connection_fact(summary["keepalive"])),
         ("request", f"{options.get('method', '?')} {options.get('path', '?')}"),
         ("pod from", options.get("pod_from", "?")),
         ("timeout", secs(options["timeout"]) if options.get("timeout") else "?"),
@@ -224,8 +268,25 @@ def run_facts(summary: Mapping[str, Any], data: RunData) -> list[tuple]:
     return facts
 
 
+def connection_fact(keepalive: Mapping[str, Any]) -> str:
+    """The run's TCP connections: how many the client opened, and per connection on
+    average how many requests they carried and how many pods they saw."""
+    if not keepalive["connections"]:
+        return "none recorded"
+    def count_of(value: float | None, noun: str) -> str:
+        shown = number(value)
+        return f"{shown} {noun}" if shown == "1" else f"{shown} {noun}s"
+
+    k = keepalive
+    return (f"{number(k['connections'])} opened for {number(k['requests'])} requests; per "
+            f"connection on average {count_of(k['mean_requests_per_connection'], 'request')}"
+            f" and {count_of(k['mean_distinct_pods'], 'pod')}")
+
+
 def target_nodes(target: Mapping[str, Any], summary: Mapping[str, Any]) -> list[dict]:
     by_name = {n["name"]: n for n in summary["nodes"]}
+    lb = summary.get("lb")
+    via = lb["via_nodes"] if lb and lb["seen"] else None
     rows = []
     for node in target.get("nodes", ()):
         seen = by_name.get(node.get("name"), {})
@@ -240,6 +301,8 @@ def target_nodes(target: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
             "addresses": sorted((node.get("addresses") or {}).items()),
             "state": state, "zone": node.get("zone"),
             "pods": seen.get("pods", 0), "requests": seen.get("requests", 0),
+            # --entry lb: successes the LoadBalancer passed through it (None: not seen).
+            "via_lb": via.get(node.get("name"), 0) if via is not None else None,
         })
     return rows
 
@@ -259,6 +322,28 @@ def fault_rows(summary: Mapping[str, Any]) -> list[dict]:
     return rows
 
 
+def incident_rows(summary: Mapping[str, Any]) -> list[dict]:
+    """Incidents for the page: what, when, how bad, availability per entry point before and
+    during it, and what happened near its start."""
+    rows = []
+    for incident in summary.get("incidents") or ():
+        windows = [f"{entry} {pct(a['before'])} → {pct(a['during'])}"
+                   for entry, a in incident["availability"].items()
+                   if a["before"] is not None or a["during"] is not None]
+        rows.append({
+            "start_s": incident["start_s"],
+            "until": "end of run" if incident["end_s"] is None else secs(incident["end_s"]),
+            "what": incident_what(incident),
+            "kinds": ", ".join(f"{k} {number(v)}" for k, v in incident["kinds"].items()),
+            "failed_share": incident["failed_share"],
+            "rps": f"{number(incident['rps_before'])} → {rate(incident['rps_during'])}",
+            "availability": "; ".join(windows),
+            "caused_by": "; ".join(incident.get("caused_by") or ()) or "nothing recorded",
+            "severity": incident_severity(incident),
+        })
+    return rows
+
+
 # -- charts ----------------------------------------------------------------------------------
 
 def chart_markers(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -273,6 +358,23 @@ def chart_markers(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                    for m in markers):
             markers.append({"x": fault["t"] + offset, "label": label})
     return sorted(markers, key=lambda m: m["x"])
+
+
+def incident_bands(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each incident as a band on the per-second axis (seconds from its base)."""
+    start, end = summary["run"]["start"], summary["run"]["end"]
+    if start is None:
+        return []
+    offset = start - math.floor(start)
+    last = (end - start) if end is not None else None
+    bands = []
+    for incident in summary.get("incidents") or ():
+        stop = incident["end_s"] if incident["end_s"] is not None else last
+        if stop is None:
+            continue
+        bands.append({"x0": incident["start_s"] + offset, "x1": stop + offset,
+                      "label": f"{incident['name']}: incident"})
+    return bands
 
 
 def report_figures(summary: Mapping[str, Any], data: RunData,
@@ -301,10 +403,19 @@ def report_figures(summary: Mapping[str, Any], data: RunData,
         figures["locality"] = charts.locality_bars(cross)
     if any(series.values()):
         markers = chart_markers(summary)
-        for key, field, name, axis in (
-            ("rps", "requests", "Requests per second by entry node", "requests/s"),
-            ("p95", "p95_ms", "p95 latency per second by entry node", "p95 (ms)"),
-            ("failures", "failures", "Failures per second by entry node", "failures/s"),
+        bands = incident_bands(summary)
+        for key, field, name, axis, failed in (
+            ("rps", "requests", "Requests per second by entry node", "requests/s", None),
+            ("p95", "p95_ms", "p95 latency per second by entry node (dashed: failed requests)",
+             "p95 (ms)", "failed_p95_ms"),
+            ("failures", "failures", "Failures per second by entry node", "failures/s", None),
         ):
-            figures[key] = charts.over_time(series, field, name, axis, node_colors, markers)
+            figures[key] = charts.over_time(series, field, name, axis, node_colors, markers,
+                                            bands, failed)
+    lb = summary.get("lb")
+    if lb and lb["seen"]:  # --entry lb: the node the LoadBalancer passed each success to
+        figures["lb_nodes"] = charts.share_bars(
+            list(lb["via_nodes"]), [lb["shares"][n] or 0.0 for n in lb["via_nodes"]],
+            "Successful requests by the node the LoadBalancer chose", charts.PALETTE[0],
+            1.0 / len(lb["via_nodes"]))
     return figures

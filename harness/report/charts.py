@@ -215,10 +215,17 @@ def _markers(markers: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dic
 
 def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, title: str,
               axis: str, node_colors: Mapping[str, str],
-              markers: Sequence[Mapping[str, Any]]) -> str:
-    """One line per entry node of a per-second field, fault markers as vertical lines."""
+              markers: Sequence[Mapping[str, Any]],
+              bands: Sequence[Mapping[str, Any]] = (), failed_field: str | None = None) -> str:
+    """One line per entry node of a per-second field, fault markers as vertical lines,
+    incidents as shaded bands; ``failed_field``: failed requests' own dashed line per node
+    (a time-out drawn at its duration, not hidden among the successes)."""
     traces = []
-    for name, rows in series.items():
+    lines = [(name, rows, field, False) for name, rows in series.items()]
+    if failed_field:
+        lines += [(name, rows, failed_field, True) for name, rows in series.items()
+                  if any(r.get(failed_field) is not None for r in rows)]
+    for name, rows, field, failed in lines:
         # numpy arrays: plotly validates and serialises them in bulk (as typed arrays), a
         # one-hour run's 3600 points per node would otherwise cost a Python call each.
         seconds = [r["elapsed_s"] for r in rows]
@@ -233,12 +240,21 @@ def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, tit
         y = np.array([np.nan if v is None else v for v in values],
                      dtype=np.int32 if counts else np.float32)
         traces.append(go.Scatter(
-            **x_axis, y=y, mode="lines",
-            name=label(name), line={"color": node_colors.get(name), "width": 1.5},
+            **x_axis, y=y, mode="lines+markers" if failed else "lines",
+            name=label(f"{name} (failed)" if failed else name),
+            line={"color": node_colors.get(name), "width": 1.5,
+                  **({"dash": "dash"} if failed else {})},
             connectgaps=False,
             hovertemplate="%{x} s: %{y}<extra>%{fullData.name}</extra>",
         ))
     shapes, notes = _markers(markers)
+    for band in bands:
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": band["x0"],
+                       "x1": band["x1"], "y0": 0, "y1": 1, "layer": "below", "line": {"width": 0},
+                       "fillcolor": "rgba(176,0,32,0.10)"})
+        notes.append({"x": band["x0"], "yref": "paper", "y": 0.02, "xanchor": "left",
+                      "showarrow": False, "text": label(band["label"]),
+                      "font": {"size": 10, "color": "#B00020"}})
     return go.Figure(traces, _layout(
         title, 320, xaxis=_axis("seconds since start"),
         yaxis=_axis(axis, rangemode="tozero"), shapes=shapes, annotations=notes,

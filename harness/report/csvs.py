@@ -11,13 +11,15 @@ from typing import Any
 NODE_FIELDS = (
     "entry_node", "is_node", "targeted", "ready", "address", "address_type", "pods",
     "requests", "successes", "failures", "fail_ratio", "share", "distinct_pods", "local",
-    "cross_node", "cross_node_share", "p50_ms", "p95_ms", "p99_ms", "failure_kinds",
+    "cross_node", "cross_node_share", "p50_ms", "p95_ms", "p99_ms", "p99_all_ms",
+    "failure_kinds",
 )
 POD_FIELDS = (
     "pod", "node", "in_endpoints", "successes", "failures", "share", "expected_share",
     "band_low", "band_high", "within_band", "entry_nodes", "p50_ms", "p95_ms", "p99_ms",
 )
-SERIES_FIELDS = ("t", "elapsed_s", "entry_node", "requests", "failures", "p50_ms", "p95_ms")
+SERIES_FIELDS = ("t", "elapsed_s", "entry_node", "requests", "failures", "p50_ms", "p95_ms",
+                 "failed_p95_ms")
 NOT_PODS = ("unknown", "(other)")  # reply named no pod / names beyond the recorder's cap
 MAX_FILL_SECONDS = 14 * 86400  # beyond this, gaps stay gaps instead of millions of zero rows
 
@@ -79,6 +81,8 @@ def node_rows(summary: Mapping[str, Any], spread: Mapping[str, Any],
             "cross_node_share": _round(cross / (local + cross)) if local + cross else None,
             "p50_ms": _round(latency["p50"], 3), "p95_ms": _round(latency["p95"], 3),
             "p99_ms": _round(latency["p99"], 3),
+            # Failed requests counted at their duration: what a client through it waited.
+            "p99_all_ms": _round((node.get("latency_all") or {}).get("p99"), 3),
             "failure_kinds": ";".join(
                 f"{k}={v}" for k, v in sorted(node["failure_kinds"].items()) if v),
         })
@@ -153,10 +157,11 @@ def series_rows(summary: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def _second_row(name: str, t: int, base: int, row: Mapping[str, Any] | None) -> dict[str, Any]:
     if row is None:
         return {"t": base + t, "elapsed_s": t, "entry_node": name, "requests": 0,
-                "failures": 0, "p50_ms": None, "p95_ms": None}
+                "failures": 0, "p50_ms": None, "p95_ms": None, "failed_p95_ms": None}
     return {"t": base + t, "elapsed_s": t, "entry_node": name, "requests": row["requests"],
             "failures": row["failures"], "p50_ms": _round(row["p50"], 3),
-            "p95_ms": _round(row["p95"], 3)}
+            "p95_ms": _round(row["p95"], 3),
+            "failed_p95_ms": _round(row.get("failed_p95"), 3)}
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
