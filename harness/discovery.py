@@ -24,6 +24,7 @@ from harness.errors import DiscoveryError
 
 ADDRESS_TYPES = ("auto", "ExternalIP", "InternalIP")
 CONTROL_PLANE_ROLES = ("control-plane", "master")
+NODE_IP_TYPES = ("ExternalIP", "InternalIP")
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -156,9 +157,13 @@ def parse_node(obj: dict) -> Node:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     labels = meta.get("labels") or {}
     addresses: dict[str, str] = {}
+    ips: list[str] = []
     for addr in status.get("addresses") or []:
         # Keep the first of each type (dual-stack nodes list one per family).
         addresses.setdefault(addr.get("type", ""), addr.get("address", ""))
+        # ...and every External/InternalIP apart: what a pod's peer address is matched on.
+        if addr.get("type") in NODE_IP_TYPES and addr.get("address") not in ips:
+            ips.append(addr.get("address"))
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or []
@@ -174,7 +179,17 @@ def parse_node(obj: dict) -> Node:
     return Node(
         name=meta.get("name", "?"), addresses=addresses, address=None, address_type=None,
         ready=ready, unschedulable=bool(spec.get("unschedulable")), zone=zone, roles=roles,
+        ips=tuple(ip for ip in ips if isinstance(ip, str) and ip), pod_cidrs=_pod_cidrs(spec),
     )
+
+
+def _pod_cidrs(spec: dict) -> tuple[str, ...]:
+    """spec.podCIDRs (both families), or the older single spec.podCIDR; as given (the API
+    server validated them; harness.core.nodeaddr skips one it cannot read)."""
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    if not isinstance(cidrs, list):
+        return ()
+    return tuple(dict.fromkeys(c for c in cidrs if isinstance(c, str) and c))
 
 
 def _choose_addresses(nodes: list[Node], address_type: str, warnings: list[str]) -> list[Node]:
@@ -340,7 +355,9 @@ def load_inventory(path: str, opts: DiscoveryOptions | None = None) -> Target:
               port: 8080, type: NodePort, externalTrafficPolicy: Cluster,
               loadBalancer: 203.0.113.7}         # all but nodePort optional
     nodes:                                      # required, one or more
-      - {name: node-1, address: 203.0.113.11}   # zone optional
+      - {name: node-1, address: 203.0.113.11}   # zone optional; and optional, to see
+        # which node a LoadBalancer passed a request through (the pod's SNAT source):
+        # internalIPs: [10.0.0.11], podCIDRs: [10.244.1.0/24] (or podCIDR: 10.244.1.0/24)
     endpoints:                                  # optional: which pod runs where
       - {pod: helloworld-abc-1, node: node-1}   # ip optional
     ```
@@ -391,8 +408,13 @@ def load_inventory(path: str, opts: DiscoveryOptions | None = None) -> Target:
                 f"{at}.address must be an IP address or host name, got {address!r}"
             )
         names.add(name)
+        internal = _inventory_list(item, "internalIPs", None, at, _valid_ip, "IP addresses")
+        cidrs = _inventory_list(item, "podCIDRs", "podCIDR", at, _valid_cidr, "CIDRs")
         nodes.append(Node(name=name, addresses={"inventory": address}, address=address,
-                          address_type="inventory", zone=item.get("zone")))
+                          address_type="inventory", zone=item.get("zone"),
+                          ips=tuple(dict.fromkeys(
+                              ([address] if _valid_ip(address) else []) + internal)),
+                          pod_cidrs=tuple(cidrs)))
     endpoints = []
     for i, item in enumerate(data.get("endpoints") or []):
         at = f"{where}: endpoints[{i}]"
@@ -419,6 +441,35 @@ def load_inventory(path: str, opts: DiscoveryOptions | None = None) -> Target:
     )
     return Target(nodes=tuple(nodes), service=service, endpoints=tuple(endpoints),
                   source="inventory", server=None)
+
+
+def _inventory_list(item: dict, key: str, single: str | None, where: str, valid,
+                    what: str) -> list[str]:
+    """An optional list of strings (or, under ``single``, one string), each checked."""
+    value = item.get(key)
+    if value is None and single is not None and item.get(single) is not None:
+        key, value = single, [item.get(single)]
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and valid(v) for v in value):
+        raise DiscoveryError(f"{where}.{key} must be a list of {what}, got {value!r}")
+    return [v.strip() for v in value]
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _valid_cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+        return True
+    except ValueError:
+        return False
 
 
 def _int_field(obj: dict, key: str, where: str, required: bool) -> int:
@@ -643,3 +694,74 @@ def _replace(node: Node, **changes) -> Node:
     from dataclasses import replace
 
     return replace(node, **changes)
+
+
+# -- watching the cluster during a run -----------------------------------------------------
+
+
+class ClusterWatch:
+    """The Nodes and the Service's EndpointSlices, read during a run: one list each per
+    ``poll`` (raw JSON, the slices label-selected), as a ``harness.core.changes.Snapshot``.
+
+    A part that could not be read is None in that snapshot and its reason is in the errors
+    ``poll`` returns; a part the credentials may not read (403) or the API does not serve
+    (404) is not asked for again, and when the API does not answer for the nodes the
+    slices are not asked for in that poll. ``poll`` never raises a DiscoveryError.
+    """
+
+    PARTS = ("nodes", "endpoints")
+
+    def __init__(self, api: KubeApi, namespace: str, service: str, page_size: int = 500):
+        self.api = api
+        self.namespace = namespace
+        self.service = service
+        self.page_size = page_size
+        self.skipped: dict[str, str] = {}  # part -> why it is not asked for any more
+
+    @classmethod
+    def connect(cls, opts: DiscoveryOptions, namespace: str, service: str,
+                timeout_s: float = 3.0) -> ClusterWatch:
+        """Through the same kubeconfig / in-cluster credentials as discovery; a poll's
+        request gives up after ``timeout_s`` (the next poll tries again)."""
+        from dataclasses import replace
+
+        api = KubeApi.connect(replace(opts, timeout_s=timeout_s))
+        return cls(api, namespace, service, opts.page_size)
+
+    def poll(self) -> tuple[Any, dict[str, str]]:
+        """(Snapshot, {part: why it was not read}) for this moment."""
+        from harness.core.changes import snapshot
+
+        errors: dict[str, str] = {}
+        nodes = self._read("nodes", "list nodes", errors, lambda what: [
+            parse_node(n) for n in self.api.list_all("/api/v1/nodes", self.page_size,
+                                                     what=what)])
+        ns = self.namespace
+        if "nodes" in errors and "nodes" not in self.skipped:
+            # The API did not answer (or failed): asking again now would only wait as long.
+            errors["endpoints"] = errors["nodes"]
+            return snapshot(nodes, None), errors
+        endpoints = self._read(
+            "endpoints", f"list endpointslices in namespace {ns}", errors,
+            lambda what: endpoints_from_slices(list(self.api.list_all(
+                f"/apis/discovery.k8s.io/v1/namespaces/{quote(ns)}/endpointslices",
+                self.page_size, label_selector=f"kubernetes.io/service-name={self.service}",
+                what=what))))
+        return snapshot(nodes, endpoints), errors
+
+    def _read(self, part: str, what: str, errors: dict[str, str], read: Any) -> Any:
+        if part in self.skipped:
+            return None
+        try:
+            return read(what)
+        except DiscoveryError as err:
+            # Discovery's texts go on with what to do instead (--inventory, --lab): here a
+            # part of the watch is only missing, so its first clause says enough.
+            why = f"forbidden to {what} (403)" if err.forbidden else str(err).split("; ")[0]
+            errors[part] = why
+            if err.forbidden or err.not_found:
+                self.skipped[part] = why
+            return None
+
+    def close(self) -> None:
+        self.api.close()

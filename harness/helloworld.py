@@ -3,6 +3,11 @@
 The same code runs in the Kubernetes image (``python -m harness.helloworld``) and, many at
 once, inside the lab process (``make_app`` + ``serve``). A pod can be given a service time
 and a concurrency cap so its capacity is known: ``concurrency / service time`` requests/s.
+
+Endpoints: ``POST /api/messages`` (``{"sender": ...}`` -> ``id``, ``sender``, ``message``,
+``host`` (the pod), ``node``, ``client``: the peer the pod saw, ``IP:PORT``), ``GET
+/clientip`` (that peer as text, as agnhost netexec answers), ``GET /healthz``, ``GET
+/api/stats`` (pod, node, served).
 """
 
 from __future__ import annotations
@@ -52,12 +57,15 @@ class HelloApp:
                     return _error(start_response, "405 Method Not Allowed",
                                   "use POST for /api/messages", [("Allow", "POST")])
                 return self._message(environ, start_response)
-            if path in ("/healthz", "/api/stats"):
+            if path in ("/healthz", "/api/stats", "/clientip"):
                 if method not in ("GET", "HEAD"):
                     return _error(start_response, "405 Method Not Allowed",
                                   f"use GET for {path}", [("Allow", "GET, HEAD")])
                 if path == "/healthz":
                     return _reply(start_response, "200 OK", b"ok\n", "text/plain")
+                if path == "/clientip":  # as agnhost netexec's: the peer, IP:PORT
+                    return _reply(start_response, "200 OK", _peer(environ).encode(),
+                                  "text/plain")
                 body = {"pod": self.pod, "node": self.node, "served": self.served}
                 return _json(start_response, "200 OK", body)
             return _error(start_response, "404 Not Found", f"no such path: {path[:200]}")
@@ -89,17 +97,27 @@ class HelloApp:
                     gevent.sleep(self.service_s)
         elif self.service_s:
             gevent.sleep(self.service_s)
-        client = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         answer = {
             "id": str(uuid.uuid4()),
             "sender": sender,
             "message": f"Hello {sender} (direct)",
             "host": self.pod,
             "node": self.node,
-            "client": client,
+            "client": _peer(environ),
         }
         self.served += 1
         return _json(start_response, "200 OK", answer, [("X-Served-By", self.pod)])
+
+
+def _peer(environ: Environ) -> str:
+    """The connection's peer as this server saw it, written as Go's RemoteAddr (and so
+    agnhost netexec's /clientip): ``IP:PORT``, ``[IPv6]:PORT``. Behind a NodePort or a
+    LoadBalancer with externalTrafficPolicy Cluster it is the node that forwarded (kube-proxy
+    source-NATs), with Local the client itself."""
+    host = environ.get("REMOTE_ADDR") or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{environ.get('REMOTE_PORT') or ''}"
 
 
 def _read_body(environ: Environ) -> tuple[bytes, str]:

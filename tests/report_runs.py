@@ -74,6 +74,8 @@ def record_run(target: Target, seconds: int = 30, per_second: int = 60,
                 continue
             pod = rng.choice(pods)
             latency = rng.uniform(2.0, 6.0) + (1.5 if where[pod] != entry_node else 0.0)
+            if entry == "lb":  # the node the LB chose for the connection, as the pod saw it
+                recorder.note_via("lb", target.nodes[connection[1] % len(target.nodes)].name)
             recorder.record(entry_node, pod, latency, None, connection)
     if down:
         recorder.mark(T0 + down[1], f"{down[0]} down")

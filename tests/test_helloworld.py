@@ -281,3 +281,54 @@ def _read_all(sock: socket.socket) -> bytes:
             break
         data += chunk
     return data
+
+
+# -- the peer it saw: `client` in the reply, and GET /clientip (as agnhost netexec) ----------
+
+def test_clientip_answers_the_peer_as_text_and_matches_client(app: int) -> None:
+    conn = http.client.HTTPConnection(HOST, app, timeout=5)
+    conn.connect()
+    local = conn.sock.getsockname()
+    try:
+        status, headers, body = request(app, "GET", "/clientip", conn=conn)
+        assert status == 200 and headers["content-type"] == "text/plain"
+        assert body == f"{local[0]}:{local[1]}".encode()  # IP:PORT, no newline (agnhost)
+        # The same connection's message reply names the same peer; its text is unchanged.
+        status, _, reply = request(app, "POST", "/api/messages", MESSAGE,
+                                   {"Content-Type": "application/json"}, conn=conn)
+        data = json.loads(reply)
+        assert data["client"] == body.decode()
+        assert data["message"] == "Hello world1 (direct)"
+        status, headers, body = request(app, "HEAD", "/clientip", conn=conn)
+        assert status == 200 and body == b""
+    finally:
+        conn.close()
+    served = stats(app)
+    status, headers, _ = request(app, "POST", "/clientip", b"x")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert stats(app) == served  # /clientip serves no message
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_peer_is_written_in_brackets() -> None:
+    proc, port = start_app("--host", "::1")
+    try:
+        conn = http.client.HTTPConnection("::1", port, timeout=5)
+        conn.request("GET", "/clientip")
+        body = conn.getresponse().read().decode()
+        local_port = conn.sock.getsockname()[1]
+        conn.request("POST", "/api/messages", body=MESSAGE)
+        data = json.loads(conn.getresponse().read())
+        conn.close()
+    finally:
+        stop_process(proc)
+    assert body == f"[::1]:{local_port}" == data["client"]

@@ -11,6 +11,8 @@ from harness.core.model import Target
 from harness.core.runinfo import ENTRY_STRATEGIES
 from harness.errors import HarnessError
 
+LB_ENTRY = "lb"  # the entry label of --entry lb (its row in spread.json's entry_nodes)
+
 
 def entry_plan(target: Target, strategy: str, user_index: int, node_name: str | None = None):
     """The (label, base URL) list a user cycles through, and whether it picks at random."""
@@ -23,7 +25,7 @@ def entry_plan(target: Target, strategy: str, user_index: int, node_name: str | 
                 "use --entry all, or make it type LoadBalancer (nodeport-harness expose "
                 f"{target.service.name} --type LoadBalancer)"
             )
-        return [("lb", url)]
+        return [(LB_ENTRY, url)]
     if not nodes:
         raise HarnessError("no node to send traffic to: discovery found no targeted node")
     if strategy == "single":

@@ -537,16 +537,17 @@ def _f_lb_spread(s: Mapping[str, Any]) -> list[Row]:
         each = pct(share) if pct(low) == pct(share) else f"{pct(low)} to {pct(share)}"
         text = (f"{lb_name} spread requests over {number(lb['nodes_used'])} of "
                 f"{number(len(counts))} nodes ({each} each)")
-    text += (" (the node each pod saw as its peer: kube-proxy source-NATs to the node that "
-             "forwarded)")
+    text += ("; seen from the pods, whose peer was the node that forwarded (kube-proxy's "
+             "source NAT)")
     connections = s["keepalive"]["connections"]
-    if severity != "ok" and s["run"]["connection_mode"] != "close" and connections and (
+    if s["run"]["connection_mode"] != "close" and connections and (
             connections < 10 * len(counts)):
         text += (f"; the LB picks a node per connection and this run kept "
                  f"{number(connections)} connections alive, so the spread is coarse")
     if lb["unknown"]:
-        text += (f"; {number(lb['unknown'])} replies ({pct(lb['unknown'] / lb['successes'])}) "
-                 "did not show a node")
+        replies = "reply" if number(lb["unknown"]) == "1" else "replies"
+        text += (f"; {number(lb['unknown'])} {replies} ({pct(lb['unknown'] / lb['successes'])})"
+                 " did not show a node")
     return [_finding("lb_spread", severity, text + ".", **metric)]
 
 

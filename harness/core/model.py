@@ -24,6 +24,11 @@ class Node:
     roles: tuple[str, ...] = ()
     targeted: bool = True  # False: listed but not sent traffic (NotReady, control plane...)
     reason: str = ""  # why not targeted
+    # Every ExternalIP and InternalIP the node lists (both families: ``addresses`` keeps the
+    # first of each type) and its spec.podCIDRs: what tells a pod's peer is this node
+    # (harness.core.nodeaddr; the SNAT source behind a LoadBalancer).
+    ips: tuple[str, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ class Target:
         svc["ports"] = tuple(ServicePort(**p) for p in svc.get("ports", ()))
         svc["lb_ingress"] = tuple(svc.get("lb_ingress", ()))
         nodes = tuple(
-            Node(**{**n, "roles": tuple(n.get("roles", ()))}) for n in data.get("nodes", ())
+            Node(**{**n, "roles": tuple(n.get("roles", ())), "ips": tuple(n.get("ips", ())),
+                    "pod_cidrs": tuple(n.get("pod_cidrs", ()))})
+            for n in data.get("nodes", ())
         )
         endpoints = tuple(Endpoint(**e) for e in data.get("endpoints", ()))
         return cls(

@@ -388,8 +388,12 @@ def report_figures(summary: Mapping[str, Any], data: RunData,
         figures["heatmap"] = charts.heatmap(matrix["entries"], matrix["pods"], matrix["counts"])
     if any(p["successes"] for p in summary["pods"]):
         figures["pod_shares"] = charts.pod_shares(summary["pods"])
-    groups = [(n["name"], [n["latency"][q] for q in ("p50", "p95", "p99")])
-              for n in summary["nodes"] if n["latency"]["count"]]
+    # Failed requests count in "p99 with failures" only when some node had them: a dead
+    # node's clients waited a time-out each, which the successes' percentiles never show.
+    failed = any(n.get("failures") for n in summary["nodes"])
+    groups = [(n["name"], [n["latency"][q] for q in ("p50", "p95", "p99")]
+               + ([(n.get("latency_all") or {}).get("p99")] if failed else []))
+              for n in summary["nodes"] if n["latency"]["count"] or n.get("failures")]
     if groups:
         overall = summary["latency"]["overall"]
         groups.append(("all", [overall["p50"], overall["p95"], overall["p99"]]))

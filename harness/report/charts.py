@@ -147,16 +147,21 @@ def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
 
 def latency_bars(groups: Sequence[tuple[str, Sequence[float | None]]], title: str,
                  axis: str) -> str:
-    """Grouped p50/p95/p99 bars, one group per (name, [p50, p95, p99])."""
+    """Grouped p50/p95/p99 bars, one group per (name, [p50, p95, p99]); a fourth value per
+    group, when given, is drawn as "p99 with failures" (failed requests at their duration)."""
     names = short_labels([g[0] for g in groups])
+    quantiles = list(QUANTILE_NAMES)
+    if any(len(g[1]) > 3 and g[1][3] is not None for g in groups):
+        quantiles.append("p99 with failures")
     traces = [
-        go.Bar(x=names, y=[g[1][q] for g in groups], name=QUANTILE_NAMES[q],
-               customdata=[label(ms(g[1][q])) for g in groups],
-               hovertemplate="%{x}: %{customdata}<extra>" + QUANTILE_NAMES[q] + "</extra>")
-        for q in range(3)
+        go.Bar(x=names, y=[g[1][q] if q < len(g[1]) else None for g in groups],
+               name=quantiles[q],
+               customdata=[label(ms(g[1][q] if q < len(g[1]) else None)) for g in groups],
+               hovertemplate="%{x}: %{customdata}<extra>" + quantiles[q] + "</extra>")
+        for q in range(len(quantiles))
     ]
     return go.Figure(traces, _layout(
-        title, 360, barmode="group", colorway=["#9ecae1", "#3182bd", "#08519c"],
+        title, 360, barmode="group", colorway=["#9ecae1", "#3182bd", "#08519c", "#B00020"],
         xaxis=_axis(axis), yaxis=_axis("latency (ms)", rangemode="tozero"),
     )).to_json()
 

@@ -71,11 +71,11 @@ def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:
         "p50": overall["p50"], "p95": overall["p95"], "p99": overall["p99"],
         "cross_node_share": summary["cross_node"]["share"],
         "jain": summary["fairness"]["jain"],
-        "single_pod_share": keepalive["single_pod_share"],
+        "connections": keepalive["connections"],
         "requests_per_connection": keepalive["mean_requests_per_connection"],
-        "node_shares": [(n["name"], n["share"] or 0.0) for n in summary["nodes"]
-                        if n["requests"] or n["is_node"]],
-        "expected_node_share": _even_node_share(summary, entry),
+        "pods_per_connection": keepalive["mean_distinct_pods"],
+        "single_pod_share": keepalive["single_pod_share"],
+        **_node_shares(summary, entry),
         "pod_shares": [(p["name"], p["share"] or 0.0) for p in summary["pods"]],
         "expected_pod_share": summary["pods"][0]["expected_share"] if summary["pods"] else None,
         "findings": findings[:KEY_FINDINGS],
@@ -83,10 +83,32 @@ def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:
     }
 
 
-def _even_node_share(summary: Mapping[str, Any], entry: str) -> float | None:
-    # Through a LoadBalancer the client enters one address: there is no even node share.
+def _node_shares(summary: Mapping[str, Any], entry: str) -> dict[str, Any]:
+    """The run's spread over nodes: where requests entered, or, through a LoadBalancer, the
+    node it passed each success to (the LB address itself is one entry, always 100 %)."""
+    lb = summary.get("lb")
+    if lb is not None:
+        shares = [(name, share or 0.0) for name, share in lb["shares"].items()]
+        return {
+            "node_shares": shares,
+            "expected_node_share": 1 / len(shares) if shares else None,
+            "largest_node_share": max((s for _, s in shares), default=None),
+            "node_share_note": ("nodes the LoadBalancer chose" if lb["seen"]
+                                else "through the LoadBalancer: its node choice was not seen"),
+            "node_caption": ("Successful requests by the node the LoadBalancer chose"
+                             if lb["seen"] else "Through the LoadBalancer: which node it "
+                             "chose for each request was not seen"),
+        }
+    shares = [(n["name"], n["share"] or 0.0) for n in summary["nodes"]
+              if n["requests"] or n["is_node"]]
     targeted = [n for n in summary["nodes"] if n["is_node"] and n["targeted"]]
-    return None if entry == "lb" or not targeted else 1 / len(targeted)
+    return {
+        "node_shares": shares,
+        "expected_node_share": 1 / len(targeted) if targeted and entry != "lb" else None,
+        "largest_node_share": max((s for _, s in shares), default=None),
+        "node_share_note": None,
+        "node_caption": "Requests by entry node",
+    }
 
 
 def _link(page: Path, out: Path) -> str:

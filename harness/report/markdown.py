@@ -43,6 +43,7 @@ def summary_markdown(view: Mapping[str, Any]) -> str:
         "",
         *_matrix_table(view["matrix"]),
         "",
+        *_lb_table(view.get("lb")),
         *_thresholds(view["thresholds"]),
         "### Run",
         "",
@@ -77,6 +78,23 @@ def _matrix_table(matrix: Mapping[str, Any]) -> list[str]:
     if len(pods) > MAX_POD_ROWS:
         lines += ["", f"… and {number(len(pods) - MAX_POD_ROWS)} more pods: see pods.csv."]
     return lines
+
+
+def _lb_table(lb: Mapping[str, Any] | None) -> list[str]:
+    """--entry lb: successes per node the LoadBalancer chose (or why that is unseen)."""
+    if not lb:
+        return []
+    lines = ["### Through the LoadBalancer", ""]
+    if not lb["seen"]:
+        return [*lines, md(lb["text"]), ""]
+    lines += ["| node | pods on it | successes through it | share |", "|---|---|---|---|"]
+    for row in lb["rows"][:MAX_POD_ROWS]:
+        lines.append(f"| {md(row['node'], MAX_NAME)} | {number(row['pods'])} | "
+                     f"{number(row['successes'])} | {pct(row['share'])} |")
+    if lb["unknown"]:
+        lines.append(f"| not shown by the reply | | {number(lb['unknown'])} | "
+                     f"{pct(lb['unknown_share'])} |")
+    return [*lines, ""]
 
 
 def _thresholds(results: Sequence[Mapping[str, Any]]) -> list[str]:
