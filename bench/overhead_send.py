@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recorder = user.harness.recorder
     extract = user.extract
-    connection = user.sessions[label]
+    connection = user.connections[label]
 
     def record_only() -> None:
         recorder.record(label, pod, 1.7, None, connection)

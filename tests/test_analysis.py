@@ -346,8 +346,9 @@ def test_keepalive_pinning_is_reported_with_its_numbers():
     assert keepalive["p50_requests_per_connection"] == 50
     finding = by_id(summary)["keepalive_pinning"]
     assert finding["severity"] == "warning"  # 12 connections over 6 pods
-    assert "12 connections saw 1 pod each on average (100 % saw exactly one)" in (
-        finding["text"])
+    assert ("the client opened 12 TCP connections for 600 requests, 50 requests each on "
+            "average; 100 % of the 12 that reached a pod saw exactly one (1 pod per connection "
+            "on average)") in finding["text"]
 
 
 def test_new_connection_per_request_is_not_pinning():
@@ -359,7 +360,8 @@ def test_new_connection_per_request_is_not_pinning():
     closed = summarize(record(target, even_run(target, 600)), target,
                        {"connection_mode": "close"})
     assert by_id(closed)["keepalive_pinning"]["text"].startswith(
-        "Every request opened a new connection")
+        "Every request opened a new connection (connection mode close): the client opened "
+        "600 TCP connections for 600 requests, one each;")
 
 
 def test_pods_that_received_nothing_are_listed_from_the_endpoints():

@@ -112,6 +112,14 @@ def test_keepalive_pins_connections_close_spreads(demo):
     c = claim(demo, "connections-not-requests")
     assert c["figures"]["keepalive_pods"] == 1.0
     assert c["figures"]["close_pods"] > 3
+    # Connections are TCP connections: with close, one per request; with keep-alive, a few
+    # per user (one per entry node, and one more each time a connection was dropped).
+    close = spread_of(demo, "all-close")
+    assert close["connections"]["tracked"] == close["totals"]["requests"]
+    assert c["figures"]["close_connections"] == close["totals"]["requests"]
+    keep = spread_of(demo, "all-keepalive")
+    assert demo["data"]["users"] * 3 <= c["figures"]["keepalive_connections"] < (
+        keep["totals"]["requests"] / 10)
 
 
 def test_local_policy_no_hops_and_empty_node_drops(demo):

@@ -237,13 +237,20 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
     if keep and close:
         k, c = keep.get("keepalive", {}), close.get("keepalive", {})
         kj, cj = keep.get("fairness", {}).get("jain"), close.get("fairness", {}).get("jain")
+        close_served = sum(1 for p in close.get("pods", []) if p.get("successes"))
         add("connections-not-requests", "all-keepalive",
-            "kube-proxy balances connections, not requests: with keep-alive each client "
-            f"connection stayed on {number(k.get('mean_distinct_pods') or 0)} pod(s) on "
-            f"average (Jain fairness over pods {fair_index(kj)}); with a new connection per "
-            f"request the same clients reached {number(c.get('mean_distinct_pods') or 0)} "
-            f"pods each (fairness {fair_index(cj)}).", keepalive_pods=k.get("mean_distinct_pods"),
-            close_pods=c.get("mean_distinct_pods"), jain_keepalive=kj, jain_close=cj)
+            "kube-proxy balances connections, not requests: with keep-alive the clients "
+            f"opened {number(k.get('connections') or 0)} TCP connections, each carried "
+            f"{number(k.get('mean_requests_per_connection') or 0)} requests on average and "
+            f"stayed on {number(k.get('mean_distinct_pods') or 0)} pod(s) (Jain fairness over "
+            f"pods {fair_index(kj)}); with a new connection per request "
+            f"({number(c.get('connections') or 0)} connections) kube-proxy chose a pod for "
+            f"every request and the same clients reached {number(close_served)} pods "
+            f"(fairness {fair_index(cj)}).", keepalive_pods=k.get("mean_distinct_pods"),
+            keepalive_connections=k.get("connections"),
+            keepalive_requests_per_connection=k.get("mean_requests_per_connection"),
+            close_connections=c.get("connections"), close_pods=close_served,
+            jain_keepalive=kj, jain_close=cj)
     if close:
         cross = close.get("cross_node", {})
         cost = (cross.get("cost_ms") or {}).get("p50")
@@ -365,13 +372,17 @@ full report is linked.</p>
 <span class="muted">(nodeport-harness run {{ s.args|join(" ") }})</span></p>
 {% set t = s.summary.get("totals", {}) %}
 <table><tr><th>requests</th><th>failed</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>
-<th>cross-node</th><th>pods per client session</th></tr>
+<th>cross-node</th><th>connections</th><th>requests per connection</th>
+<th>pods per connection</th></tr>
 <tr><td>{{ number(t.get("requests")) }}</td><td>{{ pct(t.get("fail_ratio")) }}</td>
 <td>{{ number(t.get("rps")) }}</td>
 <td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p50")) }}</td>
 <td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p95")) }}</td>
 <td>{{ pct(s.summary.get("cross_node", {}).get("share")) }}</td>
-<td>{{ number(s.summary.get("keepalive", {}).get("mean_distinct_pods")) }}</td></tr>
+{% set k = s.summary.get("keepalive", {}) %}
+<td>{{ number(k.get("connections")) }}</td>
+<td>{{ number(k.get("mean_requests_per_connection")) }}</td>
+<td>{{ number(k.get("mean_distinct_pods")) }}</td></tr>
 </table>
 <table><tr><th>entry</th><th>share</th><th>availability</th></tr>
 {% for n in s.summary.get("nodes", []) if n.get("requests") %}

@@ -6,26 +6,44 @@ DNS round-robin) and lb (the Service's LoadBalancer ingress). `--connection clos
 new TCP connection per request by closing the user's client pool after each one: sending
 `Connection: close` alone let geventhttpclient reuse a socket the server had just closed.
 Recording is a direct call into the process's SpreadRecorder (no extra event listener).
+
+Connections are counted as TCP connections. In close mode every request is recorded as a
+connection of its own (connection ``0``). With keep-alive, each entry point's connection
+pool announces every socket it opens (`_watch_connections`): the first one, one after an
+error dropped the last, or one after the server closed the connection and geventhttpclient
+reconnected without a word. Each opening ends the previous connection in the recorder and
+starts a new connection id, so the recorder's connections are the ones the server accepted.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import random
+import re
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from harness.core.entry import entry_plan
+from harness.core.entry import LB_ENTRY, entry_plan
+from harness.core.nodeaddr import NodeLocator
 from harness.plugin import context
 
+log = logging.getLogger(__name__)
 _user_ids = itertools.count(1)
-_session_ids = itertools.count(1)
+_connection_ids = itertools.count(1)  # ints: the recorder hashes one per request
 _dict_get = dict.get
 _perf_counter = time.perf_counter
+# --entry lb: the peer the pod saw, from the reply (helloworld's JSON field "client"), read
+# without parsing the JSON; in a reply's first 64 KiB.
+_CLIENT_FIELD = re.compile(rb'"client"\s*:\s*"([^"\\]{1,300})"')
+_CLIENT_SCAN = 64 * 1024
+_locators: dict[int, tuple[object, NodeLocator]] = {}  # id(target) -> (target, its locator)
 
 
 def classify_failure(response) -> str | None:
@@ -96,8 +114,94 @@ class NodePortUser(FastHttpUser):
         self.pod_header = getattr(self.extract, "header", None)
         # The run's recorder is made at test start, before any user: bound once here.
         self.record = self.harness.recorder.record
-        # Client session ids (ints: the recorder hashes one per request) per entry label.
-        self.sessions = {label: next(_session_ids) for label in self.names}
+        # The TCP connection each entry label's requests go over, as the recorder knows it:
+        # 0 in close mode (every request its own connection, folded at once); with
+        # keep-alive the id of the connection open now, set by the connection pool each time
+        # it opens a socket (None before the first: such a request is not tracked).
+        if self.close_each:
+            self.connections: dict[str, int | None] = dict.fromkeys(self.names, 0)
+        else:
+            self.connections = dict.fromkeys(self.names)
+            self._watch_connections(steps)
+        if options.entry == "lb":
+            self._note_lb_nodes(target)
+
+    def _note_lb_nodes(self, target) -> None:
+        """--entry lb: note, for each success, the node the LoadBalancer passed it through.
+
+        With externalTrafficPolicy Cluster the pod saw that node as its peer (kube-proxy's
+        source NAT): helloworld says so in its reply's ``client``, which maps to a node by
+        the node's addresses or pod CIDRs (core.nodeaddr). With Local the pod saw the
+        client, which tells nothing: such successes are noted as unknown.
+        send() stays as it is for every strategy: it reads the pod from ``pod_header`` and,
+        when that gives nothing, asks ``extract``. Here ``extract`` does both jobs and the
+        header lookup in send() is skipped, so only LoadBalancer runs pay for ``client``.
+        """
+        key = id(target)
+        cached = _locators.get(key)
+        if cached is None or cached[0] is not target:
+            cached = _locators[key] = (target, NodeLocator(target.nodes))
+        locate = cached[1].node_of_peer
+        note_via = self.harness.recorder.note_via
+        header, extract = self.pod_header, self.extract
+        local = target.service.external_traffic_policy == "Local"
+
+        def pod_and_via(response) -> str | None:
+            via = None
+            if not local:
+                try:
+                    found = _CLIENT_FIELD.search(response.content, 0, _CLIENT_SCAN)
+                    if found is not None:
+                        via = locate(found.group(1).decode("ascii", "replace"))
+                except Exception:  # an odd reply is an unknown node, never a crash
+                    via = None
+            note_via(LB_ENTRY, via)
+            pod = None
+            if header:
+                try:
+                    pod = _dict_get(response.headers, header)
+                except TypeError:  # not a dict
+                    pod = None
+                pod = pod[1] if type(pod) is tuple else None
+            return pod or extract(response)
+
+        self.pod_header = None
+        self.extract = pod_and_via
+
+    def _watch_connections(self, steps: list[tuple[str, str, str]]) -> None:
+        """Keep-alive: hook each entry point's connection pool so every socket it opens
+        gives its labels a new connection id and ends the previous connection.
+
+        geventhttpclient keeps one HTTPClient (and ConnectionPool) per host:port in the
+        user's HTTPClientPool; they are made here, up front, and the hook is an instance
+        attribute wrapping that pool's socket factory (``_create_socket``, meant to be
+        overridden): it runs once per new socket, never per request, and touches no other
+        user and nothing of Locust's. A socket that fails to connect still takes an id: its
+        one failed request is a connection attempt, as in close mode.
+        """
+        clients = self.client.client.clientpool  # FastHttpSession -> UserAgent -> pool
+        labels: dict[int, tuple[Any, list[str]]] = {}
+        for label, url, _ in steps:
+            pool = getattr(clients.get_client(url), "_connection_pool", None)
+            if pool is None or not callable(getattr(pool, "_create_socket", None)):
+                log.warning("geventhttpclient has no connection pool to watch: connections "
+                            "through %s are not tracked", label)
+                continue
+            labels.setdefault(id(pool), (pool, []))[1].append(label)
+        for pool, names in labels.values():
+            pool._create_socket = functools.partial(
+                self._connect, pool._create_socket, tuple(names))
+
+    def _connect(self, create_socket: Callable[[], Any], labels: tuple[str, ...]) -> Any:
+        """A socket is being opened for these labels: their connection so far has ended."""
+        connections = self.connections
+        previous = connections[labels[0]]
+        new = next(_connection_ids)
+        for label in labels:
+            connections[label] = new
+        if previous is not None:
+            self.harness.recorder.end_connection(previous)
+        return create_socket()
 
     def _render_body(self, template: str | None) -> bytes | None:
         if not template:
@@ -116,10 +220,10 @@ class NodePortUser(FastHttpUser):
             self.method, url, data=self.body, headers=self.headers, name=name,
         )
         latency_ms = (_perf_counter() - start) * 1000.0
-        # A "client session": one keep-alive connection, or (close mode) one user's series
-        # of new connections to the same entry. Pods per session shows kube-proxy's
-        # per-connection balancing: 1 with keep-alive, many with a new connection each time.
-        session = self.sessions[label]
+        # The TCP connection the request went over (0: its own, in close mode); a socket
+        # opened during the request already set it (see _connect). Pods per connection
+        # show kube-proxy's per-connection balancing.
+        connection = self.connections[label]
         # Locust sets `error` on every failed request (an invalid status included): a reply
         # without one is a success, and only failures pay for classify_failure().
         if getattr(response, "error", None) is None:
@@ -136,12 +240,10 @@ class NodePortUser(FastHttpUser):
                     pod = self.extract(response)
                 except Exception:  # a reply must never stop the user
                     pod = None
-            self.record(label, pod, latency_ms, None, session)
+            self.record(label, pod, latency_ms, None, connection)
         else:
-            self.record(label, None, latency_ms, classify_failure(response), session)
-            if not self.close_each:
-                # geventhttpclient drops a connection after an error: the next one is new.
-                self.harness.recorder.end_connection(session)
-                self.sessions[label] = next(_session_ids)
+            # A connection an error dropped ends when the next socket opens (_connect); one
+            # that stays open (an HTTP error status on a kept-alive connection) goes on.
+            self.record(label, None, latency_ms, classify_failure(response), connection)
         if self.close_each:
             self.client.client.clientpool.close()
