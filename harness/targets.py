@@ -1,10 +1,12 @@
 """Where a run's target comes from: the embedded lab (``--lab``), a kubeconfig (or in-cluster
-config), or an inventory file; the target options every command shares; and how to inject a
-fault into a lab target."""
+config), or an inventory file; the target options every command shares; how to inject a
+fault into a lab target and read the lab's fault log; what watches the target's cluster
+during a run."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,23 +87,87 @@ def open_target(args, **lab_options) -> Iterator[tuple[Target, Any]]:
         yield discover(opts), opts.extra.get("lab")
 
 
-def lab_faulter(options: Any, lab: Any = None) -> Callable[[Fault], dict]:
-    """How to inject faults: through the lab this command started, or the running lab whose
-    kubeconfig the options name. HarnessError when the target is not a lab."""
-    from harness.lab.cluster import control_call, read_lab_info
+def lab_faulter(options: Any, lab: Any = None, target: Target | None = None,
+                ) -> Callable[[Fault], dict]:
+    """How to inject faults: into the lab this command started, or the running lab the
+    target is (its kubeconfig as discovery resolves it: --kubeconfig, else $KUBECONFIG,
+    else ~/.kube/config). HarnessError when the target is not a lab."""
+    from harness.lab.cluster import control_call
 
-    if lab is not None:
-        return lambda fault: lab.fault(fault.kind, fault.name, fault.action)
-    if not getattr(options, "kubeconfig", None):
-        raise HarnessError("--lab-fault needs the lab: use --lab or the kubeconfig of a "
-                           "running lab")
-    try:
-        info = read_lab_info(Path(options.kubeconfig).parent)
-    except HarnessError as err:
-        raise HarnessError(f"--lab-fault: {err}") from None
+    info = lab_info(options, lab, target)
 
     def inject(fault: Fault) -> dict:
         body = {"kind": fault.kind, "name": fault.name, "action": fault.action}
         return control_call(info, "POST", "/lab/v1/faults", body)
 
     return inject
+
+
+def lab_info(options: Any, lab: Any = None, target: Target | None = None) -> dict[str, Any]:
+    """The lab.json of the lab the target is: the one this command started, else the
+    running lab whose folder holds the kubeconfig discovery read (the file itself, or where
+    a symlink to it points). With ``target``, the lab must serve the target's API server.
+    HarnessError (starting ``--lab-fault: ``) saying why it is not a lab."""
+    from harness.lab.cluster import read_lab_info
+
+    if lab is not None:
+        return lab.info()
+    if getattr(options, "inventory", None) or (target is not None
+                                               and target.source == "inventory"):
+        raise HarnessError("--lab-fault needs the lab: use --lab or the kubeconfig of a "
+                           "running lab")
+    files = _kubeconfig_files(getattr(options, "kubeconfig", None))
+    if not files:
+        raise HarnessError("--lab-fault needs the lab: use --lab or the kubeconfig of a "
+                           "running lab")
+    folders = list(dict.fromkeys(folder for path in files for folder in (
+        path.parent, path.resolve().parent)))
+    first: HarnessError | None = None
+    for folder in folders:
+        try:
+            info = read_lab_info(folder)
+        except HarnessError as err:
+            first = first or err
+            continue
+        server = target.server if target is not None else None
+        if server and str(info.get("api_url", "")).rstrip("/") != server.rstrip("/"):
+            first = first or HarnessError(
+                f"the lab running from {folder} serves {info.get('api_url')}, not the "
+                f"target's API server {server}")
+            continue
+        return info
+    assert first is not None
+    raise HarnessError(f"--lab-fault: {first}") from None
+
+
+def _kubeconfig_files(kubeconfig: str | None) -> list[Path]:
+    """The kubeconfig file(s) discovery reads: --kubeconfig, else $KUBECONFIG (a list, as
+    kubectl reads it), else ~/.kube/config when it exists."""
+    given = kubeconfig or os.environ.get("KUBECONFIG")
+    if given:
+        return [Path(one) for one in given.split(os.pathsep) if one]
+    default = Path(os.path.expanduser("~/.kube/config"))
+    return [default] if default.exists() else []
+
+
+def lab_fault_log(info: dict[str, Any], since: float | None = None,
+                  timeout: float = 5.0) -> list[dict]:
+    """Every fault the lab applied from epoch ``since`` on (id, time, kind, name, action)."""
+    from harness.lab.cluster import read_fault_log
+
+    return read_fault_log(info, since, timeout=timeout)
+
+
+def cluster_watch(options: Any, target: Target, lab: Any = None) -> Any:
+    """What polls the target's Nodes and EndpointSlices during a run (a
+    ``discovery.ClusterWatch``), with discovery's credentials (the kubeconfig of ``lab``
+    when this command started it); None for a target with no API (an inventory).
+    DiscoveryError when the credentials cannot be loaded."""
+    from harness.discovery import ClusterWatch
+
+    if getattr(options, "inventory", None) or target.source == "inventory":
+        return None
+    opts = options_from_args(options)
+    if lab is not None:
+        opts.kubeconfig = str(lab.kubeconfig)
+    return ClusterWatch.connect(opts, target.service.namespace, target.service.name)

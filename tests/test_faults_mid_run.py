@@ -284,6 +284,12 @@ def test_api_going_away_after_discovery_does_not_stop_the_run(lab, tmp_path):
         relay.cut()
         stop_process(proc)
     assert proc.returncode == 0, err[-3000:]
+    # The watch on the cluster loses the API too: one warning line, whatever it retries.
+    warnings = [line for line in err.splitlines() if "cannot watch the cluster" in line]
+    assert len(warnings) == 1 and "cannot reach the Kubernetes API" in warnings[0], err[-3000:]
+    assert "Traceback" not in err and "ERROR" not in err
+    info = load(tmp_path / "noapi", "run.json")
+    assert info["watch"]["errors"] >= 1 and info["watch"]["warning"] in warnings[0]
     spread = load(tmp_path / "noapi", "spread.json")
     assert spread["totals"]["failures"] == 0
     assert spread["end"] > cut + 2  # traffic went on for seconds after the API went

@@ -27,7 +27,8 @@ CLOSED_LOOP = "closed loop: each user waits for its reply (coordinated omission 
 
 class RunInfo(TypedDict, total=False):
     """run.json (schema ``nodeport-harness/run/v1``). Times are epoch seconds; ``faults``
-    hold ``t`` in seconds from ``started`` (see ``harness.core.faults``)."""
+    and ``changes`` hold ``t`` in seconds from ``started`` (see ``harness.core.faults`` and
+    ``harness.core.changes``)."""
 
     schema: str
     run_id: str
@@ -45,7 +46,16 @@ class RunInfo(TypedDict, total=False):
     stop_timeout_s: float | None
     in_flight: str
     load_model: str
+    # Faults injected during the run: t, time, kind, name, action and source ("--lab-fault":
+    # this run's own; "lab": any other the lab was given, e.g. `nodeport-harness lab fault`).
     faults: list[dict[str, Any]]
+    # What the cluster reported changing during the run (EndpointSlices and Nodes polled
+    # about once a second): t, time, kind (endpoint|node), name, change, node?, text.
+    changes: list[dict[str, Any]]
+    # How the changes were watched: None when they were not (an inventory target); else
+    # interval_s, polls, errors (polls with one), nodes / endpoints (read at least once),
+    # warning (the first error, in words), dropped (changes past the 2 000 kept).
+    watch: dict[str, Any] | None
     workers: dict[str, dict[str, Any]]  # Locust client id -> reports, state, data_until_s ...
     partial: str | None  # why the data is incomplete, in words (None: complete)
     command: str  # the command line, secrets redacted
@@ -67,6 +77,7 @@ def analysis_run(run: Mapping[str, Any]) -> dict[str, Any]:
         "start": run.get("started"),
         "duration_s": run.get("duration_s"),
         "faults": run.get("faults") or [],
+        "changes": run.get("changes") or [],
         "timeout_s": (run.get("options") or {}).get("timeout"),
     }
     return {k: v for k, v in info.items() if v is not None}

@@ -342,6 +342,16 @@ class ApiServer:
                     isinstance(body.get(k), str) for k in ("kind", "name", "action")):
                 raise ApiError(400, "BadRequest", f"a fault is {BODY_FORMAT}")
             return 200, self.faults(body["kind"], body["name"], body["action"]), []
+        if rest == ["faults"] and req.method == "GET":
+            # The fault log: every fault the lab applied, whoever sent it (?since=EPOCH).
+            since = None
+            if req.query.get("since"):
+                try:
+                    since = float(req.query["since"])
+                except ValueError:
+                    raise ApiError(400, "BadRequest", "since: epoch seconds expected, got "
+                                   f"{req.query['since']!r}") from None
+            return 200, {"kind": "FaultLog", "faults": self.state.faults_since(since)}, []
         if rest in (["stats"], ["faults"]):
             raise ApiError(405, "MethodNotAllowed", f"{req.method} is not supported here")
         raise ApiError(404, "NotFound", "the server could not find the requested resource")

@@ -4,7 +4,8 @@
 kube-proxy emulation and the API server in one gevent hub; gevent is monkey-patched there
 only, never in the caller) with its ``LabConfig`` as JSON, waits for its ``lab.json`` and
 talks to it through the lab's Kubernetes API server (``/lab/v1/`` control endpoints).
-``control_call``, ``read_lab_info`` and ``pid_alive`` reach a lab some other process started.
+``control_call``, ``read_lab_info``, ``read_fault_log`` and ``pid_alive`` reach a lab some
+other process started.
 """
 
 from __future__ import annotations
@@ -228,6 +229,10 @@ class LabCluster:
         """One fault (``harness.core.faults``' vocabulary; the lab checks it): what it did."""
         return self.control("POST", "/lab/v1/faults", Fault(kind, name, action).to_dict())
 
+    def fault_log(self, since: float | None = None) -> list[dict]:
+        """Every fault the lab applied (from epoch ``since`` on), whoever sent it."""
+        return read_fault_log(self._info, since)
+
     def control(self, method: str, path: str, body: dict | None = None) -> dict:
         return control_call(self._info, method, path, body)
 
@@ -284,6 +289,14 @@ def control_call(info: dict[str, Any], method: str, path: str, body: dict | None
         reason = getattr(err, "reason", err)
         raise LabError(f"the lab API at {info['api_url']} is not reachable ({reason}); "
                        "is the lab still running?") from None
+
+
+def read_fault_log(info: dict[str, Any], since: float | None = None,
+                   timeout: float = 10.0) -> list[dict]:
+    """A running lab's fault log (``GET /lab/v1/faults``): id, time (epoch seconds), kind,
+    name, action and what each did, oldest first; from epoch ``since`` on when given."""
+    path = "/lab/v1/faults" + (f"?since={since!r}" if since is not None else "")
+    return list(control_call(info, "GET", path, timeout=timeout).get("faults") or [])
 
 
 def _candidate_blocks() -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from harness.errors import HarnessError
 from harness.lab.config import NODE_PORTS, SERVICE_TYPES, LabConfig
 
 APP = "helloworld"  # the application the lab runs: its pods, Service and labels
+FAULT_LOG_MAX = 10_000  # the fault log keeps the latest this many (a lab left running for days)
 
 
 class ApiError(Exception):
@@ -86,6 +88,10 @@ class LabState:
         self.resource_version = 1
         self._subscribers: list[Callable[[], None]] = []
         self.events: list[dict] = []
+        # Every fault the lab applied, whoever sent it (the CLI, the control API, a run's
+        # --lab-fault): id, time (epoch seconds), kind, name, action and what it did.
+        self.fault_log: list[dict] = []
+        self._fault_ids = 0
         lay = addresses(block)
         self.lb_address = lay["lb"]
         self.nodes: list[LabNode] = []
@@ -232,17 +238,30 @@ class LabState:
             if node.api_only:
                 raise ApiError(422, "Invalid", f'node "{name}" is listed by the API only')
             up = fault.undoes  # a node fault's undo brings it back
+            at = time.time()
             self.add_event("Node", name, "NodeReady" if up else "NodeNotReady",
                            f"lab fault: node {fault.action}")
             # Reported NotReady at once (a real node controller takes ~40 s to notice).
             node.ready = up
             self.set_node_up(name, up)
-            return {**fault.to_dict(), "ready": node.ready}
+            return self._log_fault(at, {**fault.to_dict(), "ready": node.ready})
         try:
+            at = time.time()
             pod = self.kill_pod(name)  # a pod fault's only action
         except KeyError:
             raise ApiError(404, "NotFound", f'pods "{name}" not found') from None
-        return {**fault.to_dict(), "node": pod.node}
+        return self._log_fault(at, {**fault.to_dict(), "node": pod.node})
+
+    def _log_fault(self, at: float, result: dict) -> dict:
+        """Keep an applied fault in the fault log (``faults_since``); returns ``result``."""
+        self._fault_ids += 1
+        self.fault_log.append({"id": self._fault_ids, "time": at, **result})
+        del self.fault_log[:-FAULT_LOG_MAX]
+        return result
+
+    def faults_since(self, since: float | None = None) -> list[dict]:
+        """The fault log (oldest first), from epoch ``since`` on when given."""
+        return [dict(f) for f in self.fault_log if since is None or f["time"] >= since]
 
     def add_event(self, kind: str, name: str, reason: str, message: str) -> None:
         self.events.append(

@@ -27,12 +27,16 @@ class HarnessRun:
     lab: Any = None
     lab_context: Any = None
     inject_fault: Any = None  # --lab-fault's injector: Fault -> the lab's answer
+    lab_info: dict[str, Any] | None = None  # lab.json of the lab the target is (else None)
     run_id: str | None = None
     run_dir: Path | None = None
     started: float | None = None
     stopped: float | None = None
     partial: str | None = None
     faults: list[dict] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)  # what the cluster reported changing
+    watch: dict[str, Any] | None = None  # how the changes were watched (run.json "watch")
+    watcher: Any = None  # the greenlet polling the cluster
     workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
     finals: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -50,6 +54,10 @@ class HarnessRun:
         if isinstance(runner, WorkerRunner):
             return "worker"
         return "local"
+
+
+# The master tells its workers about pods that joined during the run (pod -> node).
+POD_NODES_MSG = "nodeport_pod_nodes"
 
 
 class _ThisProcess:

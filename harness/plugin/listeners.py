@@ -33,14 +33,21 @@ from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
 from harness.options import add_harness_options
 from harness.plugin.context import (
+    POD_NODES_MSG,
     HarnessRun,
     raise_exit_code,
     raise_usage,
     this_process,
 )
 from harness.plugin.outputs import write_outputs
-from harness.plugin.schedule import progress, schedule_faults
-from harness.targets import lab_faulter, open_target
+from harness.plugin.schedule import (
+    collect_lab_faults,
+    progress,
+    schedule_faults,
+    stop_watch,
+    watch_changes,
+)
+from harness.targets import lab_faulter, lab_info, open_target
 
 log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
@@ -72,6 +79,7 @@ def on_init(environment, **_kwargs) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(STOP_MSG, _worker_stop, concurrent=True)
+        runner.register_message(POD_NODES_MSG, _worker_pod_nodes)
         return
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _master_final)
@@ -183,7 +191,7 @@ def _check_faults(target: Target, options, lab):
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             raise HarnessError(f"--lab-fault {fault.kind} {fault.name}: the target has no such "
                                f"{fault.kind} ({fault.kind}s: {shown or 'none'})")
-    return lab_faulter(options, lab)
+    return lab_faulter(options, lab, target)
 
 
 def _close_lab(run: HarnessRun) -> None:
@@ -228,7 +236,12 @@ def on_test_start(environment, **_kwargs) -> None:
         for client in environment.runner.clients.all:
             _worker_info(run, client.id)
     if run.role != "worker":
+        try:
+            run.lab_info = lab_info(options, run.lab, run.target)
+        except HarnessError:
+            run.lab_info = None  # not a lab: no fault log to read at the end
         schedule_faults(run, options)
+        watch_changes(run, options)
         if options.progress:
             gevent.spawn(progress, run)
 
@@ -263,6 +276,13 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
     info["last_report"] = time.time()
 
 
+
+
+def _worker_pod_nodes(environment, msg, **_kwargs) -> None:
+    """Pods that joined during the run, as the master's watch saw them (pod -> node)."""
+    run: HarnessRun = environment.nodeport_run
+    if run.recorder is not None and isinstance(msg.data, dict):
+        run.recorder.update_pod_nodes(msg.data)
 
 
 def _worker_stop(environment, msg, **_kwargs) -> None:
@@ -354,7 +374,9 @@ def on_test_stop(environment, **_kwargs) -> None:
     if run.recorder is None or run.role == "worker" or run.stopped is not None:
         return
     run.stopped = time.time()
+    stop_watch(run)
     run.recorder.close()  # folds live connections, closes the raw file
+    collect_lab_faults(run)  # faults given to the lab during the run, by anyone
     try:
         write_outputs(run)
     except HarnessError as err:

@@ -94,6 +94,8 @@ def run_info(run: HarnessRun) -> RunInfo:
         ),
         "load_model": CLOSED_LOOP,
         "faults": run.faults,
+        "changes": run.changes,
+        "watch": run.watch,
         "workers": run.workers,
         "partial": run.partial,
         "command": reproduce_command(),
