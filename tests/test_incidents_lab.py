@@ -85,6 +85,10 @@ def test_a_node_down_from_the_cli_is_found_near_its_start(fault_lab, tmp_path, p
     assert [i["name"] for i in nodes] == ["node-2"], summary["incidents"]
     assert abs(nodes[0]["start_s"] - true_start) <= 2.0, (nodes[0], true_start)
     assert nodes[0]["kinds"].get("timeout")
+    # Matched to what was seen near its start: the lab's fault log and the node's NotReady.
+    causes = " ".join(nodes[0]["caused_by"])
+    assert "node node-2 down" in causes and "(lab fault)" in causes, nodes[0]
+    assert "node-2 NotReady" in causes, nodes[0]
     # The headline names it, not a whole-run average.
     assert "Requests through node-2 failed from" in load(run_dir, "summary.json")["findings"][0][
         "text"]

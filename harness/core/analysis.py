@@ -21,18 +21,10 @@
 - ``cross_node``: share (cross / (local + cross)), local / cross_node / unknown latency
   stats, cost_ms (cross minus local at p50/p95/p99), enough_samples (both >= 30).
 - ``failures``: total, ratio, by_kind, by_node (node -> kind -> count), http_status.
-- ``keepalive``: connections, requests, mean_requests_per_connection,
-  p50_requests_per_connection, connections_with_pod, mean_distinct_pods,
-  single_pod_share, evicted.
-- ``lb``: ``null`` unless the run entered through a LoadBalancer (``--entry lb``); else
-  entry (``"lb"``), address (the ingress, or ``null``), successes (through it), seen (true
-  when the replies showed which node the LB passed requests to), unseen_reason (``null``,
-  ``local_policy``: externalTrafficPolicy Local keeps the client's address, so pods never
-  see a node; ``no_node_address``: no reply carried a node's address as its ``client``;
-  ``no_successes``), via_nodes (node -> successes through it: every targeted node, 0 when
-  unused, and any other node that appeared; empty unless seen), unknown (successes whose
-  node did not show), shares (node -> share of the LB's successes), nodes (how many are
-  listed) and nodes_used.
+- ``keepalive``: the run's TCP connections (one per request in close mode; a failed connect
+  counts): connections, requests, mean_requests_per_connection, p50_requests_per_connection
+  (whole), connections_with_pod, mean_distinct_pods (pods per connection), single_pod_share,
+  evicted.
 - ``latency``: ``overall`` and ``failed`` stats. Stats are count, mean, p50, p90, p95, p99,
   max in ms (bucket midpoints: within 0.78 %), ``null`` when empty.
 - ``timeline``: ``nodes`` (node -> rows) and ``overall`` (rows); a row is t (seconds from
@@ -40,7 +32,9 @@
 - ``faults``: each fault (t, kind, name, action, until) with its impact: requests, failures,
   fail_ratio from its second until it was undone or the run ended, before_fail_ratio,
   via_node_share (failures that entered through the faulty node).
-- ``markers``: t (seconds from start), label. ``findings``: see `build_findings`.
+- ``markers``: t (seconds from start), label. ``changes``: the cluster changes the run saw
+  (run.json's). ``incidents``: see `harness.core.incidents.detect_incidents`.
+  ``findings``: see `build_findings`.
 """
 
 from __future__ import annotations
