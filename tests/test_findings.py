@@ -242,9 +242,11 @@ def test_few_keepalive_connections_explain_the_pods_left_out():
     assert pinning["severity"] == "warning"  # 2 connections for 6 pods
     assert pinning["metric"]["single_pod_share"] == 1.0
     assert "one pod" in pinning["text"] and "kube-proxy balances connections" in pinning["text"]
+    # Uneven, but exactly what two per-connection choices allow: no false alarm.
     fairness = found["pod_fairness"]
-    assert fairness["severity"] in ("warning", "critical")
-    assert "Keep-alive pinning" in fairness["text"]
+    assert fairness["severity"] == "info"
+    assert ("matches what kube-proxy's per-connection random choice predicts for 2 "
+            "connections over 6 pods") in fairness["text"]
 
 
 def test_many_pinned_connections_are_only_informative():

@@ -58,6 +58,7 @@ from harness.core.histogram import (
 from harness.core.incidents import detect_incidents
 from harness.core.recorder import OTHER_POD, UNKNOWN_POD, check_spread
 from harness.core.runinfo import THRESHOLDS
+from harness.core.spread_model import compare, predict
 from harness.core.text import fair_index, ms, number, pct
 from harness.errors import HarnessError
 
@@ -176,7 +177,7 @@ def summarize(
         "service": _service(target),
         "totals": totals,
         "nodes": _nodes(spread, target, endpoints, timeline),
-        **_pods(spread, endpoints, pod_nodes),
+        **_with_model(_pods(spread, endpoints, pod_nodes), spread, target),
         "cross_node": _cross_node(spread),
         "failures": _failures(spread, totals),
         "keepalive": _keepalive(spread),
@@ -300,6 +301,35 @@ def _pods(
             "chi2_p": chi2_p,
         },
     }
+
+
+def _with_model(part: dict[str, Any], spread: Mapping[str, Any],
+                target: Mapping[str, Any]) -> dict[str, Any]:
+    """Judge the pod spread against what kube-proxy's rules predict for this topology and
+    these connections (harness.core.spread_model), not against uniform: each pod's
+    expected_share and band become the model's; fairness.model holds the verdict. Without a
+    target (no endpoints known) the uniform expectation stays."""
+    if not any(e.get("pod") for e in target.get("endpoints", ())):
+        part["fairness"]["model"] = None
+        return part
+    entry_requests = {name: int(p.get("requests", 0))
+                      for name, p in spread.get("entry_nodes", {}).items()}
+    connections = (spread.get("connections") or {}).get("tracked") or None
+    prediction = predict(target, entry_requests, connections, target.get("proxy_mode"))
+    result = compare(prediction, {row["name"]: row["successes"] for row in part["pods"]})
+    for row in part["pods"]:
+        model = prediction["pods"].get(row["name"], {"expected_share": 0.0, "band_low": 0.0,
+                                                     "band_high": 0.0})
+        row.update(model)
+        share = row["share"]
+        row["within_band"] = (None if share is None
+                              else model["band_low"] - 1e-9 <= share <= model["band_high"] + 1e-9)
+    part["fairness"]["model"] = {
+        **{k: prediction[k] for k in ("proxy_mode", "policy", "affinity", "dropped_share",
+                                      "choices", "requests_per_choice", "assumptions")},
+        **result,
+    }
+    return part
 
 
 def _cross_node(spread: Mapping[str, Any]) -> dict[str, Any]:

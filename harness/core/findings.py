@@ -322,11 +322,51 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
     if pods == 1:
         return [_finding("pod_fairness", "info", f"One pod ({served[0]['name']}) served "
                          "everything: there is no spread to measure.", **fairness)]
-    jain, ratio, p = fairness["jain"], fairness["max_min_ratio"], fairness["chi2_p"]
+    jain, ratio = fairness["jain"], fairness["max_min_ratio"]
     busiest = max(s["pods"], key=lambda r: r["successes"])
-    spread = (f"Jain's index {fair_index(jain)} over {number(pods)} pods (1 = even), max/min "
-              f"{times(ratio) if ratio else 'infinite (a pod got nothing)'}, "
-              f"chi-square against uniform {p_value(p)}")
+    even = (f"Jain's index {fair_index(jain)} over {number(pods)} pods (1 = even), max/min "
+            f"{times(ratio) if ratio else 'infinite (a pod got nothing)'}")
+    model = fairness.get("model")
+    if not model or model.get("verdict") == "n/a":
+        return [_uniform_fairness(s, fairness, busiest, even)]
+    choice = ("round-robin choice" if model["proxy_mode"] == "ipvs"
+              else "random choice")
+    per = ("one choice per node for a client address (sessionAffinity ClientIP)"
+           if model["affinity"] == "ClientIP"
+           else f"{number(round(model['choices']))} connections over {number(pods)} pods")
+    p = p_value(model["p"])
+    metric = {"busiest": busiest["name"], "busiest_share": busiest["share"], **fairness}
+    if model["verdict"] == "matches":
+        text = (f"The pod spread matches what kube-proxy's per-connection {choice} predicts "
+                f"for {per} ({p}); {even}")
+        if jain is not None and jain < 0.9:
+            text += ": uneven, but as the rules and the number of connections allow"
+        severity = "ok" if jain is None or jain >= 0.9 else "info"
+    else:
+        worst = (model.get("outliers") or [None])[0]
+        text = f"The pod spread deviates from what kube-proxy's {choice} predicts ({p})"
+        if model.get("unexpected_pods"):
+            text += (f": {', '.join(model['unexpected_pods'][:3])} served although the rules "
+                     "give it nothing")
+        elif worst:
+            text += (f": pod {worst['pod']} got {pct(worst['share'])} against "
+                     f"{pct(worst['expected_share'])} expected")
+        text += ": something other than kube-proxy's choice is at work"
+        causes = _spread_causes(s, model)
+        if causes:
+            text += "; " + "; ".join(causes)
+        text += f". {even}"
+        severity = "critical" if jain is not None and jain < 0.5 else "warning"
+    if model.get("assumptions"):
+        text += " (" + "; ".join(model["assumptions"]) + ")"
+    return [_finding("pod_fairness", severity, text + ".", **metric)]
+
+
+def _uniform_fairness(s: Mapping[str, Any], fairness: Mapping[str, Any],
+                      busiest: Mapping[str, Any], even: str) -> Row:
+    """No topology to predict from (no target): the spread against uniform."""
+    spread = f"{even}, chi-square against uniform {p_value(fairness['chi2_p'])}"
+    jain, ratio, p = fairness["jain"], fairness["max_min_ratio"], fairness["chi2_p"]
     if jain < 0.9 or ratio is None or ratio > 2:
         text = (f"Pods were not served evenly: {busiest['name']} got "
                 f"{pct(busiest['share'])} against {pct(busiest['expected_share'])} expected; "
@@ -343,8 +383,38 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
     else:
         text = f"Pods shared the load evenly: {spread}."
         severity = "ok"
-    return [_finding("pod_fairness", severity, text, busiest=busiest["name"],
-                     busiest_share=busiest["share"], **fairness)]
+    return _finding("pod_fairness", severity, text, busiest=busiest["name"],
+                    busiest_share=busiest["share"], **fairness)
+
+
+def _spread_causes(s: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
+    """What the data can say about a spread kube-proxy's choice does not explain."""
+    causes = []
+    rows = {p["name"]: p for p in s["pods"]}
+    outliers = [o["pod"] for o in model.get("outliers") or () if o["pod"] in rows]
+    # A slow pod: closed-loop clients pinned to it send less (and an LB or client backs off).
+    medians = sorted(p["latency"]["p50"] for p in s["pods"] if p["latency"]["p50"])
+    if medians:
+        typical = medians[len(medians) // 2]
+        slow = [name for name in outliers
+                if (rows[name]["latency"]["p50"] or 0) >= 2 * typical > 0]
+        if slow:
+            causes.append(f"{slow[0]} is slow (p50 {ms(rows[slow[0]]['latency']['p50'])} "
+                          f"against {ms(typical)} typical): its clients send less")
+    joined = {c.get("name") for c in s.get("changes") or ()
+              if c.get("change") in ("joined", "added")}
+    joined |= {i["name"] for i in s.get("incidents") or () if i["scope"] == "pod"}
+    late = [name for name in outliers if name in joined]
+    if late:
+        causes.append(f"{late[0]} joined or left during the run: connections opened before "
+                      "stay where they are")
+    if model.get("affinity") == "ClientIP":
+        causes.append("sessionAffinity ClientIP pins each client address to one pod")
+    pods = max(1, s["fairness"]["pods"])
+    if model.get("choices") is not None and model["choices"] < 5 * pods:
+        causes.append(f"only {number(round(model['choices']))} connections for "
+                      f"{number(pods)} pods: each carries a large share")
+    return causes
 
 
 def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:

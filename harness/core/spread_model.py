@@ -130,18 +130,19 @@ def compare(prediction: Mapping[str, Any], successes: Mapping[str, int]) -> Row:
     expected = {pod: row["expected_share"] for pod, row in prediction["pods"].items()}
     observed = {pod: int(successes.get(pod, 0)) for pod in expected}
     total = sum(observed.values())
-    unexpected = {pod: n for pod, n in successes.items() if pod not in expected and n}
+    # A pod the rules give nothing (Local: on another node) that served anyway is a
+    # deviation whatever the statistic says.
+    nothing = [p for p in expected if expected[p] == 0 and observed[p]] + [
+        pod for pod, n in successes.items() if pod not in expected and n]
     live = [pod for pod, share in expected.items() if share > 0]
-    if total == 0 or len(live) < 2 and not unexpected:
-        return {"statistic": None, "df": None, "p": None, "verdict": "n/a", "outliers": []}
+    if total == 0 or len(live) < 2 and not nothing:
+        return {"statistic": None, "df": None, "p": None, "verdict": "n/a", "outliers": [],
+                "unexpected_pods": []}
     design = max(1.0, float(prediction.get("requests_per_choice") or 1.0))
     statistic = sum((observed[p] - total * expected[p]) ** 2 / (total * expected[p])
                     for p in live) / design
     df = max(1, len(live) - 1)
-    p_value = float(scipy_stats.chi2.sf(statistic, df))
-    # A pod the rules give nothing (Local: on another node) that served anyway is a
-    # deviation whatever the statistic says.
-    nothing = [p for p in expected if expected[p] == 0 and observed[p]] + list(unexpected)
+    p_value = float(scipy_stats.chi2.sf(statistic, df)) if len(live) > 1 else 1.0
     outliers = []
     for pod, row in prediction["pods"].items():
         share = observed[pod] / total

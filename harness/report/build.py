@@ -387,7 +387,8 @@ def report_figures(summary: Mapping[str, Any], data: RunData,
     if matrix["entries"] and matrix["pods"]:
         figures["heatmap"] = charts.heatmap(matrix["entries"], matrix["pods"], matrix["counts"])
     if any(p["successes"] for p in summary["pods"]):
-        figures["pod_shares"] = charts.pod_shares(summary["pods"])
+        figures["pod_shares"] = charts.pod_shares(summary["pods"],
+                                                  summary["fairness"].get("model"))
     # Failed requests count in "p99 with failures" only when some node had them: a dead
     # node's clients waited a time-out each, which the successes' percentiles never show.
     failed = any(n.get("failures") for n in summary["nodes"])

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from harness.core.histogram import bucket_value_ms, hist_items
-from harness.core.text import ms, number, pct
+from harness.core.text import ms, number, p_value, pct
 
 PALETTE = (
     "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",
@@ -101,11 +101,11 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
     )).to_json()
 
 
-def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
-    """Share of successes per pod (summary rows) against the uniform 1/k and its 95 % band."""
+def pod_shares(pods: Sequence[Mapping[str, Any]], model: Mapping[str, Any] | None = None) -> str:
+    """Share of successes per pod (summary rows) against what kube-proxy's rules predict for
+    this topology and these connections (``model``: summary fairness.model), each pod with
+    its expected share and 95 % band; without a model, against uniform 1/k."""
     pods = [p for p in pods if p["share"] is not None]
-    expected = pods[0]["expected_share"] if pods else 0.0
-    low, high = (pods[0]["band_low"], pods[0]["band_high"]) if pods else (0.0, 0.0)
     names = short_labels([p["name"] for p in pods])
     nodes = [p["node"] or "?" for p in pods]
     node_colors = colors(list(dict.fromkeys(nodes)))
@@ -121,26 +121,37 @@ def pod_shares(pods: Sequence[Mapping[str, Any]]) -> str:
                                    for i in index], "width": 2},
             },
             customdata=[[label(pods[i]["name"]), number(pods[i]["successes"]),
-                         label(pct(pods[i]["share"]))] for i in index],
+                         label(pct(pods[i]["share"])), label(pct(pods[i]["expected_share"]))]
+                        for i in index],
             hovertemplate="%{customdata[0]}<br>%{customdata[2]} (%{customdata[1]} successes)"
-                          "<extra>%{fullData.name}</extra>",
+                          "; expected %{customdata[3]}<extra>%{fullData.name}</extra>",
         ))
-    shapes = [
-        {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": low, "y1": high,
-         "fillcolor": "rgba(44,160,44,0.18)", "line": {"width": 0}, "layer": "below"},
-        {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": expected, "y1": expected,
-         "line": {"color": "#2CA02C", "dash": "dash", "width": 2}},
-    ]
-    note = label(f"dashed: uniform 1/{number(len(pods))} = {pct(expected)}; green band "
-                 f"{pct(low)} to {pct(high)}: 95 % range if each request picked a pod at "
-                 "random") if pods else ""
+    expected = [p["expected_share"] for p in pods]
+    traces.append(go.Scatter(
+        x=names, y=expected, mode="markers", name="expected (95 % band)",
+        marker={"symbol": "line-ew-open", "size": 18, "color": "#1B7A1B",
+                "line": {"width": 3}},
+        error_y={"type": "data", "symmetric": False, "color": "#2CA02C", "thickness": 2,
+                 "array": [p["band_high"] - p["expected_share"] for p in pods],
+                 "arrayminus": [p["expected_share"] - p["band_low"] for p in pods]},
+        hoverinfo="skip",
+    ))
+    if model:
+        choice = "round-robin" if model.get("proxy_mode") == "ipvs" else "random"
+        note = (f"green: what kube-proxy's per-connection {choice} choice predicts for this "
+                f"topology ({model.get('policy')}) and {number(round(model.get('choices') or 0))}"
+                f" connections; {model.get('verdict')} ({p_value(model.get('p'))})")
+    else:
+        note = (f"green: uniform 1/{number(len(pods))} and its 95 % range if each request "
+                "picked a pod at random") if pods else ""
     layout = _layout(
-        "Pod shares of successful requests vs. a uniform spread", 420,
+        "Pod shares of successful requests vs. what kube-proxy predicts", 420,
         xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
         yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
-        shapes=shapes, barmode="overlay",
+        barmode="overlay",
     )
-    layout["title"]["subtitle"] = {"text": note, "font": {"size": 12, "color": "#1B7A1B"}}
+    layout["title"]["subtitle"] = {"text": label(note), "font": {"size": 12,
+                                                                  "color": "#1B7A1B"}}
     layout["margin"]["t"] = 70
     return go.Figure(traces, layout).to_json()
 
