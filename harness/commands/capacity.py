@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.core.capacity import exit_code_for, make_plan
+from harness.core.capacity import capacity_headline, exit_code_for, make_plan
 from harness.core.text import number, secs
 from harness.errors import HarnessError
 from harness.options import CAPACITY_OPTIONS, add_capacity_options
@@ -30,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.epilog = (
         "Writes the run folder of `nodeport-harness run` plus capacity.json, steps.csv and "
-        "capacity.html. Exit code 0: measured (even if --target-rps needs more pods); 1: not "
-        "even the first step met the SLO, or a --max-* threshold was breached; 2: usage "
-        "error.")
+        "capacity.html. Exit code 0: measured, or a lower bound when no step broke the SLO "
+        "(even if --target-rps needs more pods); 1: not even the first step met the SLO, or "
+        "the load generator was the limit from the first step, or a --max-* threshold was "
+        "breached; 2: usage error.")
     add_harness_options(parser)
     # Capacity is a property of the pods: a new connection per request lets kube-proxy spread
     # every request instead of pinning keep-alive connections unevenly.
@@ -51,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lab.add_argument("--lab-nodes", type=int, default=3, help="lab worker nodes (default 3)")
     lab.add_argument("--lab-pods", type=int, default=3, help="lab pods (default 3)")
     lab.add_argument("--lab-pod-service-ms", type=float, default=20.0,
-                     help="time each request takes in a lab pod, ms (default %(default)s)")
+                     help="time each request takes in a lab pod, ms (default %(default)s; 0: "
+                          "none, so the lab has no known capacity and the load generator "
+                          "is usually the limit)")
     lab.add_argument("--lab-pod-concurrency", type=int, default=2,
                      help="requests a lab pod serves at once (default %(default)s)")
 
@@ -62,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     if args.lab and min(args.lab_nodes, args.lab_pods, args.lab_pod_concurrency) < 1:
         raise HarnessError("--lab-nodes, --lab-pods and --lab-pod-concurrency must be at least 1")
-    if args.lab and args.lab_pod_service_ms <= 0:
-        raise HarnessError("--lab-pod-service-ms must be positive: a pod without a service "
-                           "time has no known capacity")
+    if args.lab and args.lab_pod_service_ms < 0:
+        raise HarnessError("--lab-pod-service-ms must not be negative (0: pods without a "
+                           "service time)")
     if not args.run_id:
         args.run_id = time.strftime("capacity-%Y%m%d-%H%M%S")
     # What run_cmd.run needs: the shape ignores -u/-r/-t (it owns the load), but Locust
@@ -131,11 +134,13 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def _conclude(run_dir: Path, code: int) -> int:
-    """Print the recommendation; exit 1 when not even the first step met the SLO."""
+    """Print the recommendation (the headline, then its reasoning); exit 1 when no step
+    measured a capacity."""
     path = run_dir / "capacity.json"
     if code not in (0, 1) or not path.is_file():
         return code if code else 2
     result = json.loads(path.read_text())
-    print(f"capacity: {result['reasoning']}", file=sys.stderr)
+    print(f"capacity: {result.get('headline') or capacity_headline(result)}", file=sys.stderr)
+    print(f"  {result['reasoning']}", file=sys.stderr)
     print(f"capacity report: {run_dir / 'capacity.html'}", file=sys.stderr)
     return max(code, exit_code_for(result))

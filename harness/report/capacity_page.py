@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness import __version__
-from harness.core.capacity import analyse_capacity
+from harness.core.capacity import GENERATOR_BOUND, analyse_capacity, capacity_headline
 from harness.core.text import ms, number, pct, rate, secs, when
 from harness.errors import HarnessError, ReportError
 from harness.report.charts import label
@@ -29,7 +29,9 @@ STEP_FIELDS = (
     "step", "users", "offered_rps", "paced_users", "start", "end", "window_s", "requests",
     "successes", "failures", "fail_ratio", "rps", "goodput_rps", "rps_min", "rps_max",
     "p50_ms", "p95_ms", "p99_ms", "meets_slo", "gain", "held", "pods_served", "jain",
-    "max_pod_share", "min_pod_share", "pod_shares",
+    "max_pod_share", "min_pod_share", "pod_shares", "generator_cpu", "generator_process",
+    "generator_busy", "generator_machine_idle", "generator_starved", "generator_bound",
+    "generator_cpu_by_process",
 )
 OUTPUTS = ("capacity.html", "capacity.json", "steps.csv")
 KNEE_COLOR, BREACH_COLOR, TRUTH_COLOR = "#1B7A1B", "#B00020", "#7F7F7F"
@@ -77,6 +79,12 @@ def step_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             "max_pod_share": _round(max(shares.values())) if shares else None,
             "min_pod_share": _round(min(shares.values())) if shares else None,
             "pod_shares": " ".join(f"{pod}={share:.4f}" for pod, share in shares.items()),
+            "generator_cpu": _round(step.get("generator_cpu"), 4),
+            "generator_busy": _round(step.get("generator_busy"), 4),
+            "generator_machine_idle": _round(step.get("generator_machine_idle"), 4),
+            "generator_cpu_by_process": " ".join(
+                f"{name}={share:.4f}"
+                for name, share in (step.get("generator_cpu_by_process") or {}).items()),
         })
     return rows
 
@@ -90,30 +98,39 @@ def _round(value: float | None, digits: int = 6) -> float | None:
 def page_context(result: Mapping[str, Any], data: RunData) -> dict[str, Any]:
     service = (data.target or {}).get("service") or {}
     name = f"{service.get('namespace')}/{service.get('name')}" if service else "unknown Service"
-    knee = result["knee_index"]
+    steps = result["steps"]
     mode = "closed loop (users)" if result["mode"] == "closed" else "open loop (offered rate)"
+    at_least = "at least " if result.get("capacity_is_lower_bound") else ""
+    at_most = "at most " if result.get("pods_needed_is_upper_bound") else ""
+    plateau = result["plateau_index"]
     facts = [
-        ("capacity at the SLO", rate(result["capacity_rps"])),
-        ("per pod", f"{rate(result['capacity_per_pod'])} over {number(result['pods'])} pods"),
-        ("per node", rate(result["capacity_per_node"]) + (
+        ("capacity at the SLO", at_least + rate(result["capacity_rps"])
+         if result["capacity_rps"] is not None else rate(None)),
+        ("per pod", f"{at_least}{rate(result['capacity_per_pod'])} over "
+                    f"{number(result['pods'])} pods"),
+        ("per node", at_least + rate(result["capacity_per_node"]) + (
             f" over {number(result['nodes'])} nodes with pods" if result["nodes"] else "")),
         ("most delivered (any step)", rate(result["saturation_rps"])),
         ("SLO", f"p95 ≤ {ms(result['slo']['p95_ms'])}, failures ≤ "
                 f"{pct(result['slo']['fail_ratio'])}"),
-        ("knee", f"step {knee + 1}" if knee is not None else "none (first step broke the SLO)"),
-        ("throughput stopped growing", f"step {result['plateau_index'] + 1}"
-         if result["plateau_index"] is not None else "not within the steps run"),
+        ("knee", _knee_fact(result)),
+        ("throughput stopped growing",
+         f"after step {steps[plateau - 1]['step']} ({rate(steps[plateau - 1]['rps'])})"
+         if plateau is not None else "not within the steps that count"),
+        ("load generator", _generator_fact(result)),
     ]
     if result["target_rps"] is not None:
         facts.append(("target", f"{rate(result['target_rps'])} with "
                                 f"{pct(result['headroom'])} headroom"))
-        facts.append(("pods needed", number(result["pods_needed"])))
+        facts.append(("pods needed", at_most + number(result["pods_needed"])))
     lab = result.get("lab")
-    if lab:
+    if lab and lab.get("true_capacity_rps") is not None:
         facts.append(("lab truth", f"{rate(lab['true_capacity_rps'])} "
                                    f"({number(lab['pods'])} pods × "
                                    f"{number(lab['pod_concurrency'])} / "
                                    f"{ms(lab['pod_service_ms'])})"))
+    elif lab:
+        facts.append(("lab truth", "none: the lab's pods have no service time"))
     run_facts = [
         ("run", data.run_id), ("load model", mode),
         ("steps", f"{number(len(result['steps']))} × {secs(result['step_time_s'])}, first "
@@ -129,13 +146,21 @@ def page_context(result: Mapping[str, Any], data: RunData) -> dict[str, Any]:
         "title": f"Capacity: {name} ({data.run_id})",
         "subtitle": f"started {when(data.run.get('started'))} · {mode} · "
                     f"{number(len(result['steps']))} steps",
-        "verdict": "ok" if knee is not None else "critical",
+        **_verdict(result),
         "reasoning": result["reasoning"],
         "facts": facts,
         "run_facts": run_facts,
         "load_model": result.get("load_model") or mode,
         "notes": result["notes"],
         "steps": table_rows(result),
+        "generator_note": (
+            f"Load generator CPU: the busiest Locust process's share of one core over the step's "
+            f"measured window. A step where it reached {pct(GENERATOR_BOUND)}, or where a "
+            f"process was running or waiting for a CPU {pct(GENERATOR_BOUND)} of the time on a "
+            "machine with no CPU to spare (starved), measured the client, not the pods: it is "
+            "marked and can be neither the knee nor the breach."
+            if result.get("generator_cpu_max") is not None else
+            "Load generator CPU: not recorded in this run."),
         "partial": result.get("partial"),
         "pods": _pod_names(result),
         "generated": time.time(),
@@ -145,23 +170,53 @@ def page_context(result: Mapping[str, Any], data: RunData) -> dict[str, Any]:
 
 def headline(result: Mapping[str, Any]) -> str:
     """The recommendation in one sentence (the reasoning paragraph follows it)."""
-    steps, knee = result["steps"], result["knee_index"]
-    if not steps:
-        return "No step was recorded."
+    return result.get("headline") or capacity_headline(result)
+
+
+def _verdict(result: Mapping[str, Any]) -> dict[str, str]:
+    """The badge before the headline: what kind of answer this is."""
+    if result["knee_index"] is None:
+        if result["steps"] and result.get("limited_by") == "load_generator":
+            return {"verdict": "critical", "verdict_text": "load generator was the limit"}
+        return {"verdict": "critical", "verdict_text": "below the first step"}
+    if result.get("capacity_is_lower_bound"):
+        return {"verdict": "warning", "verdict_text": "lower bound"}
+    return {"verdict": "ok", "verdict_text": "measured"}
+
+
+def _knee_fact(result: Mapping[str, Any]) -> str:
+    knee, steps = result["knee_index"], result["steps"]
     if knee is None:
-        return (f"Not even the first step ({_load_text(steps[0])}) met the SLO: capacity is "
-                "below it.")
-    text = (f"Capacity at the SLO: {rate(result['capacity_rps'])} "
-            f"({rate(result['capacity_per_pod'])} per pod)")
-    if result["pods_needed"] is not None:
-        text += (f"; {number(result['pods_needed'])} pods for {rate(result['target_rps'])} "
-                 f"with {pct(result['headroom'])} headroom")
-    return text + "."
+        return ("none (the load generator was the limit from the first step)"
+                if result.get("limited_by") == "load_generator" else
+                "none (the first step broke the SLO)")
+    text = f"step {steps[knee]['step']}"
+    if result.get("limited_by") == "max_load":
+        return text + " (no step broke the SLO: a lower bound)"
+    if result.get("limited_by") == "load_generator":
+        return text + " (the load generator was the limit next: a lower bound)"
+    return text
+
+
+def _generator_fact(result: Mapping[str, Any]) -> str:
+    steps, bound = result["steps"], result.get("generator_bound_index")
+    if bound is not None:
+        step = steps[bound]
+        if step.get("generator_starved") and (step.get("generator_cpu") or 0) < GENERATOR_BOUND:
+            return (f"the limit from step {step['step']} (starved: running or waiting for a CPU "
+                    f"{pct(step.get('generator_busy'))} of the time, "
+                    f"{pct(step.get('generator_cpu'))} of a core)")
+        return f"the limit from step {step['step']} ({pct(step.get('generator_cpu'))} of a core)"
+    if result.get("generator_cpu_max") is None:
+        return "not recorded"
+    return (f"not the limit: busiest process peaked at {pct(result['generator_cpu_max'])} of a "
+            f"core (limit {pct(GENERATOR_BOUND)})")
 
 
 def table_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     knee, breach, plateau = (result["knee_index"], result["breach_index"],
                              result["plateau_index"])
+    bound = result.get("generator_bound_index")
     rows = []
     for index, step in enumerate(result["steps"]):
         marks = []
@@ -173,6 +228,8 @@ def table_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             marks.append("plateau")
         if index == result["saturation_index"]:
             marks.append("peak")
+        if step.get("generator_bound"):
+            marks.append("generator limit" if index == bound else "generator-bound")
         rows.append({**step, "marks": ", ".join(marks),
                      "load_text": _load_text(step),
                      "shares": [(pod, (step.get("pod_shares") or {}).get(pod))
@@ -257,6 +314,8 @@ def throughput_chart(result: Mapping[str, Any]) -> str:
                                  line={"color": "#FF7F0E", "dash": "dash"}))
     shapes = _marks(result, x)
     lab = result.get("lab")
+    if lab and lab.get("true_capacity_rps") is None:
+        lab = None  # pods without a service time: no known capacity to draw
     if lab:
         truth = lab["true_capacity_rps"]
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": truth,
@@ -305,16 +364,22 @@ def latency_chart(result: Mapping[str, Any]) -> str:
 
 def summary_block(result: Mapping[str, Any]) -> str:
     """The capacity section appended to summary.md: recommendation, steps, links."""
-    lines = ["", "### Capacity (step load)", "", f"**{md(result['reasoning'])}**", "",
-             "| step | load | achieved req/s | p50 | p95 | p99 | failed | SLO |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["", "### Capacity (step load)", "", f"**{md(headline(result))}**", "",
+             md(result["reasoning"]), "",
+             "| step | load | achieved req/s | p50 | p95 | p99 | failed | SLO | "
+             "load generator CPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for index, step in enumerate(result["steps"]):
         mark = " (knee)" if index == result["knee_index"] else ""
+        if step.get("generator_bound"):
+            mark += " (load generator limit)"
         lines.append(
             f"| {step['step']}{mark} | {md(_load_text(step))} | {number(step['rps'])} | "
             f"{ms(step.get('p50'))} | {ms(step.get('p95'))} | "
             f"{ms(step.get('p99'))} | {pct(step.get('fail_ratio'))} | "
-            f"{'✅' if step['meets_slo'] else '❌'} |")
+            f"{'✅' if step['meets_slo'] else '❌'} | {pct(step.get('generator_cpu'))} |")
+    # No load-model line: the run's latency finding above already states the model and the
+    # closed loop's coordinated omission, and the reasoning says which loop measured.
     lines += ["", *(f"- {md(note)}" for note in result["notes"]), "",
               "Capacity page: [capacity.html](capacity.html) · steps: "
               "[steps.csv](steps.csv) · data: [capacity.json](capacity.json)", ""]
