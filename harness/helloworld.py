@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import mmap
 import os
 import signal
 import socket
@@ -47,6 +48,7 @@ class HelloApp:
         # A cap on requests in service at once; the rest queue on the semaphore.
         self.slots = BoundedSemaphore(concurrency) if concurrency and concurrency > 0 else None
         self.served = 0
+        self.on_served: Callable[[int], None] | None = None  # told each new count
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -106,6 +108,8 @@ class HelloApp:
             "client": _peer(environ),
         }
         self.served += 1
+        if self.on_served is not None:
+            self.on_served(self.served)
         return _json(start_response, "200 OK", answer, [("X-Served-By", self.pod)])
 
 
@@ -257,6 +261,20 @@ def _reset(sock) -> None:
         sock.close()
 
 
+class ServedFile:
+    """A pod's served count in an 8-byte file (little-endian), rewritten in place on every
+    reply: whoever runs the pod reads it at any time, even after the pod was killed."""
+
+    def __init__(self, path: str):
+        with open(path, "w+b") as file:
+            file.write(bytes(8))
+            file.flush()
+            self.map = mmap.mmap(file.fileno(), 8)
+
+    def __call__(self, count: int) -> None:
+        struct.pack_into("<Q", self.map, 0, count)
+
+
 def make_app(pod: str, node: str, service_ms: float = 0, concurrency: int = 0) -> HelloApp:
     return HelloApp(pod, node, service_ms=service_ms, concurrency=concurrency)
 
@@ -289,10 +307,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-name",
                         default=os.environ.get("NODE_NAME") or socket.gethostname(),
                         help="node name reported (default $NODE_NAME or the hostname)")
+    parser.add_argument("--served-file", default=None,
+                        help="keep the count of successful /api/messages in this file (8 bytes, "
+                             "little-endian), readable even after the process died")
     args = parser.parse_args(argv)
     if args.service_ms < 0 or args.concurrency < 0 or args.idle_timeout < 0:
         parser.error("--service-ms, --concurrency and --idle-timeout must not be negative")
     app = make_app(args.pod_name, args.node_name, args.service_ms, args.concurrency)
+    if args.served_file:
+        try:
+            app.on_served = ServedFile(args.served_file)
+        except OSError as err:
+            print(f"error: cannot write --served-file {args.served_file}: {err.strerror}",
+                  file=sys.stderr)
+            return 2
     try:
         server = serve(app, args.host, args.port, idle_timeout=args.idle_timeout or None)
     except OSError as err:

@@ -36,8 +36,8 @@ def add_harness_options(parser, *, locust: bool = False) -> None:
     add("--run-id", default="", help="name of the run folder (default: run-<time>)")
     add("--raw", default="", ui=False, help="also write every request to this .csv.gz file")
     add("--lab-fault", action="append", default=[], ui=False,
-        help="lab only, repeatable: AT:node:NAME:down|up or AT:pod:NAME:kill (AT: seconds "
-             "after the start)")
+        help="lab only, repeatable: AT:node:NAME:down|up or AT:pod:NAME:kill|restart (AT: "
+             "seconds after the start)")
     add("--plotlyjs", default="inline", choices=PLOTLYJS_MODES,
         help="plotly.js in the HTML report: inline (offline), directory, cdn")
     add("--progress", action="store_true", default=False, ui=False,

@@ -15,6 +15,7 @@ from harness.core.faults import Fault
 from harness.core.model import Target
 from harness.discovery import ADDRESS_TYPES, DiscoveryOptions
 from harness.errors import DiscoveryError, HarnessError
+from harness.lab.config import DATAPATHS
 
 
 def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None:
@@ -22,6 +23,9 @@ def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None
     parser = _Adder(add) if add else parser
     parser.add_argument("--lab", action="store_true", default=lab_default,
                         help="start the embedded lab cluster for this command and target it")
+    parser.add_argument("--lab-datapath", default=DATAPATHS[0], choices=DATAPATHS,
+                        help="with --lab: userspace (default) or kernel (nodes and pods in "
+                             "network namespaces, kube-proxy's iptables rules; needs root)")
     parser.add_argument("--kubeconfig", default=None,
                         help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
@@ -72,7 +76,8 @@ def target_source(args, **lab_options) -> Iterator[DiscoveryOptions]:
         raise DiscoveryError("--lab cannot be combined with --kubeconfig, --context or --inventory")
     from harness.lab.cluster import LabCluster
 
-    with LabCluster(**lab_options) as lab:
+    datapath = getattr(args, "lab_datapath", None) or DATAPATHS[0]
+    with LabCluster(**{"datapath": datapath, **lab_options}) as lab:
         opts.kubeconfig = str(lab.kubeconfig)
         opts.extra["lab"] = lab  # faults and ground truth for the command that asked
         yield opts

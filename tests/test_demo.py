@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
+from harness.core.text import pct
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +51,7 @@ def test_page_and_every_scenario(demo):
     page = (demo["dir"] / "index.html").read_text()
     ids = [s["id"] for s in demo["data"]["scenarios"]]
     assert ids == ["naive", "all-keepalive", "all-close", "fail-single", "fail-all", "fail-lb",
-                   "local"]
+                   "restart-keepalive", "restart-close", "local"]
     for sid in ids:
         assert f'href="{sid}/index.html"' in page
         assert (demo["dir"] / sid / "spread.json").exists()
@@ -144,6 +146,43 @@ def test_local_policy_no_hops_and_empty_node_drops(demo):
     assert total1 / len(on1) < total2 / len(on2), (on1, on2)
 
 
+def test_pod_restart_claim_matches_the_lab(demo):
+    c = claim(demo, "pod-restart")
+    f = c["figures"]
+    truth = demo["data"]["ground_truth"]
+    # The lab's fault log: node-3's pod restarted in 5a, its replacement restarted in 5b.
+    restarts = [x for x in truth["faults"] if x["action"] == "restart"]
+    assert [(x["name"], x["replacement"]) for x in restarts] == [
+        (f["restarted_pod"], f["keepalive_pod"]), (f["keepalive_pod"], f["close_pod"])]
+    start = {p["name"]: p["node"] for p in truth["pods"]}
+    assert start[f["restarted_pod"]] == "node-3" and {x["node"] for x in restarts} == {"node-3"}
+    assert f["keepalive_pod"] not in start and f["close_pod"] not in start
+    for scenario in ("restart-keepalive", "restart-close"):
+        (fault,) = run_of(demo, scenario)["faults"]
+        assert fault["action"] == "restart"
+        assert fault["time"] == pytest.approx(
+            next(x["time"] for x in restarts if x["name"] == fault["name"]), abs=1.0)
+    # Six pods again once the replacement joined, Cluster policy: 1/6 each.
+    assert f["keepalive_expected_share"] == pytest.approx(1 / 6)
+    assert f["close_expected_share"] == pytest.approx(1 / 6)
+    # Keep-alive: the replacement got next to nothing, and the run's finding says why.
+    assert f["keepalive_share"] < f["keepalive_expected_share"] / 4
+    assert f["keepalive_starved"]
+    findings = next(s["summary"]["findings"] for s in demo["data"]["scenarios"]
+                    if s["id"] == "restart-keepalive")
+    assert any(x["id"] == f"pod_arrival:{f['keepalive_pod']}" for x in findings)
+    # A new connection per request: the next replacement got its share.
+    assert f["close_share"] > f["close_expected_share"] / 2 and f["close_successes_after"] > 0
+    # What the client recorded from them is what the lab counted: the close run's
+    # replacement served in that run only (the Local scenario removes it first).
+    recorded = sum(e["pods"].get(f["close_pod"], 0)
+                   for e in spread_of(demo, "restart-close")["entry_nodes"].values())
+    assert truth["stats"][f["close_pod"]] == recorded >= f["close_successes_after"]
+    assert truth["stats"][f["keepalive_pod"]] >= f["keepalive_successes_after"]
+    for share in (f["keepalive_share"], f["keepalive_expected_share"], f["close_share"]):
+        assert pct(share) in c["text"]
+
+
 def test_every_request_reconciles_with_the_pods(demo):
     """Over all scenarios, what the client recorded per pod matches what each pod served.
 
@@ -162,5 +201,7 @@ def test_every_request_reconciles_with_the_pods(demo):
     for pod, count in recorded.items():
         assert count <= truth[pod], (pod, count, truth[pod])  # never more than served
     swallowed = sum(truth[p] - recorded[p] for p in truth)
-    faults = sum(1 for s in demo["data"]["scenarios"] if s["id"].startswith("fail-"))
+    # (A pod killed by a restart can likewise count a reply its client never read.)
+    faults = sum(1 for s in demo["data"]["scenarios"]
+                 if s["id"].startswith(("fail-", "restart-")))
     assert swallowed <= demo["data"]["users"] * faults, (swallowed, recorded, truth)

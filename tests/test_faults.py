@@ -26,6 +26,7 @@ from harness.errors import HarnessError
     ("12:node:node-2:down", Fault("node", "node-2", "down", 12.0)),
     ("1.5s:node:node-2:up", Fault("node", "node-2", "up", 1.5)),
     (" 3 :pod:helloworld-abc12:kill", Fault("pod", "helloworld-abc12", "kill", 3.0)),
+    ("4:pod:helloworld-abc12:restart", Fault("pod", "helloworld-abc12", "restart", 4.0)),
     ("0:node:n:down", Fault("node", "n", "down", 0.0)),
 ])
 def test_parse_spec_reads_every_valid_form(spec, fault):
@@ -47,7 +48,8 @@ def test_parse_spec_refuses_a_malformed_or_non_finite_time(spec):
 @pytest.mark.parametrize(("spec", "why"), [
     ("1:svc:web:down", "fault kind must be one of node, pod, not 'svc'"),
     ("1:node:node-1:kill", "node fault action must be down or up, not 'kill'"),
-    ("1:pod:web-1:down", "pod fault action must be kill, not 'down'"),
+    ("1:pod:web-1:down", "pod fault action must be kill or restart, not 'down'"),
+    ("1:node:node-1:restart", "node fault action must be down or up, not 'restart'"),
     ("1:node:node-1:DOWN", "node fault action must be down or up, not 'DOWN'"),
     ("1:node::down", "fault: '' is not a node name"),
     ("1:node:a b:down", "fault: 'a b' is not a node name"),
@@ -77,7 +79,8 @@ def test_check_fault_accepts_the_vocabulary_and_nothing_else():
     assert check_fault("node", "node-1", "down", at=2.5).at == 2.5
     with pytest.raises(HarnessError, match="fault kind must be one of node, pod, not 'Node'"):
         check_fault("Node", "node-1", "down")
-    with pytest.raises(HarnessError, match="pod fault action must be kill, not 'up'"):
+    with pytest.raises(HarnessError,
+                       match="pod fault action must be kill or restart, not .up."):
         check_fault("pod", "web-1", "up")
     with pytest.raises(HarnessError, match="is not a node name"):
         check_fault("node", "node\n1", "down")
@@ -94,7 +97,8 @@ def test_to_dict_is_run_json_form_and_the_control_api_body_without_a_time():
 
 def test_marker_round_trips_through_parse_marker():
     for fault in (Fault("node", "node-2", "down", 4.0), Fault("node", "node-2", "up", 9.0),
-                  Fault("pod", "helloworld-abc12", "kill", 6.0)):
+                  Fault("pod", "helloworld-abc12", "kill", 6.0),
+                  Fault("pod", "helloworld-abc12", "restart", 7.0)):
         assert fault.marker == f"{fault.name} {fault.action}"
         nodes = {"node-1", "node-2"}
         assert parse_marker(fault.marker, fault.at, nodes) == fault
@@ -107,6 +111,8 @@ def test_parse_marker_with_a_kind():
                                                                       1.0)
     # Kind and action in any case; the name as written.
     assert parse_marker("  POD web-1 DELETE ", 3.0, set()) == Fault("pod", "web-1", "delete", 3.0)
+    assert parse_marker("pod web-1 restarted", 4.0, set()) == Fault("pod", "web-1", "restarted",
+                                                                    4.0)
 
 
 def test_parse_marker_without_a_kind_guesses_from_the_node_names():
@@ -128,9 +134,17 @@ def test_undo_and_verbs():
     assert verb("down") == "went down"
     assert verb("kill") == verb("killed") == "was killed"
     assert verb("delete") == "was deleted"
+    assert verb("restart") == verb("restarted") == "was restarted"
     assert verb("up") is None  # an undo is not an event of its own
     assert verb("exploded") is None
     # Every action the lab injects reads as a sentence, except the undo.
     for kind in KINDS:
         for action in ACTIONS[kind]:
             assert (verb(action) is None) == Fault(kind, "x", action).undoes
+
+
+def test_a_pod_is_killed_or_restarted():
+    # restart: killed and replaced (a new name, the same node), as a ReplicaSet does.
+    assert ACTIONS == {"node": ("down", "up"), "pod": ("kill", "restart")}
+    assert "AT:pod:NAME:kill|restart" in SPEC_FORMAT
+    assert not Fault("pod", "p", "restart").undoes

@@ -157,3 +157,10 @@ def test_the_summary_headline_and_findings_state_the_worst():
     failed = [r["failed_p95"] for r in summary["timeline"]["nodes"]["node-2"]
               if r["failed_p95"] is not None]
     assert failed and min(failed) > 4500
+
+
+def test_an_entry_failing_from_the_start_starts_at_zero():
+    # Local policy, a node with no pod: its time-outs reach back before the run began.
+    spread = simulate(dead_node="node-3", dead_at=0.0)
+    (incident,) = [i for i in incidents_of(spread) if i["scope"] == "node"]
+    assert 0.0 <= incident["start_s"] < 0.5

@@ -130,3 +130,34 @@ def test_a_pod_the_rules_give_nothing_is_a_deviation():
     result = compare(predict(model_target, {"node-3": 100}, 100),
                      {"node-3-pod-0": 90, "node-1-pod-0": 10})
     assert result["verdict"] == "deviates" and result["unexpected_pods"] == ["node-1-pod-0"]
+
+
+def test_pods_that_changed_are_judged_apart():
+    model_target = target()
+    counts = simulate(model_target, ["node-1"], 600, 1, seed=2)
+    gone = "node-1-pod-0"
+    counts[gone] = 5  # it left early on: far below its sixth
+    prediction = predict(model_target, {"node-1": 600}, 600)
+    assert compare(prediction, counts)["verdict"] == "deviates"
+    result = compare(prediction, counts, exclude={gone, "never-seen"})
+    assert result["verdict"] == "matches" and result["excluded"] == [gone]
+
+
+def test_a_slow_pod_is_named_as_the_cause():
+    from harness.core.analysis import summarize
+    from harness.core.recorder import SpreadRecorder
+
+    model_target = target(placement=(2, 2, 2))
+    pods = [e["pod"] for e in model_target["endpoints"]]
+    rng = random.Random(5)
+    recorder = SpreadRecorder({e["pod"]: e["node"] for e in model_target["endpoints"]},
+                              lambda: 1_700_000_000.0)
+    for _ in range(1200):
+        # Closed-loop clients stuck on the slow pod send less: it gets a third of its share.
+        pod = rng.choices(pods, [0.34 if p == pods[0] else 1.0 for p in pods])[0]
+        recorder.record("node-1", pod, 40.0 if pod == pods[0] else 2.0, None, 0)
+    summary = summarize(recorder.to_dict(), model_target)
+    finding = next(f for f in summary["findings"] if f["id"] == "pod_fairness")
+    assert summary["fairness"]["model"]["verdict"] == "deviates"
+    assert f"pod {pods[0]} got" in finding["text"]
+    assert f"{pods[0]} is slow (p50 40" in finding["text"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.findings import worst_incident
 from harness.core.text import fair_index, ms, number, pct, rate, secs
 from harness.errors import HarnessError
 
@@ -33,6 +34,7 @@ class Scenario:
     story: str
     args: list[str]
     fault_at: float | None = None  # fraction of the run time when node-1 goes down
+    restart_at: float | None = None  # fraction of the run time when node-3's pod restarts
     local_policy: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
@@ -59,7 +61,15 @@ def scenarios() -> list[Scenario]:
                  "node-1 goes down part-way through; clients use the LoadBalancer address, "
                  "whose health check stops sending to the dead node.",
                  ["--entry", "lb", "--connection", "close"], fault_at=0.3),
-        Scenario("local", "5. externalTrafficPolicy: Local",
+        Scenario("restart-keepalive", "5a. Pod restart, keep-alive connections",
+                 "node-3's pod is restarted part-way through: killed, and replaced (as its "
+                 "ReplicaSet does) by a pod with a new name that joins the endpoints a second "
+                 "later. The clients keep their connections open.",
+                 ["--entry", "all"], restart_at=0.3),
+        Scenario("restart-close", "5b. Pod restart, a new connection per request",
+                 "The same restart (of the replacement), but every request opens a new TCP "
+                 "connection.", ["--entry", "all", "--connection", "close"], restart_at=0.3),
+        Scenario("local", "6. externalTrafficPolicy: Local",
                  "The Service keeps client source IPs and never hops between nodes; node-3's "
                  "only pod is gone, so node-3 has none. A new connection per request, so "
                  "each request shows where kube-proxy may send it.",
@@ -108,7 +118,8 @@ def run(args) -> int:
             _run_scenario(lab, scenario, demo_dir, seconds, users, quick=args.quick)
             progress.done(scenario)
         progress.close()
-        ground_truth = {"pods": lab.pods, "nodes": lab.nodes, "stats": lab.stats()}
+        ground_truth = {"pods": lab.pods, "nodes": lab.nodes, "stats": lab.stats(),
+                        "faults": lab.fault_log()}
     facts = claims({s.id: s.summary for s in chosen if s.summary})
     data = {
         "schema": DEMO_SCHEMA,
@@ -117,7 +128,10 @@ def run(args) -> int:
         "duration_s": round(time.time() - started, 1),
         "placement": PLACEMENT,
         "scenarios": [{"id": s.id, "title": s.title, "story": s.story, "args": s.args,
-                       "exit_code": s.exit_code, "summary": s.summary} for s in chosen],
+                       "exit_code": s.exit_code, "summary": s.summary,
+                       "headline": _headline(s.summary),
+                       "worst": [i for i in [worst_incident(s.summary or {})] if i]}
+                      for s in chosen],
         "claims": facts,
         "ground_truth": ground_truth,
     }
@@ -139,7 +153,7 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users
 
     if scenario.local_policy:
         # Node-3's only pod goes away, then the Service switches to Local.
-        for pod in [p for p in lab.pods if p["node"] == "node-3"]:
+        for pod in [p for p in lab.current_pods() if p["node"] == "node-3"]:
             lab.kill_pod(pod["name"])
         api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
         try:
@@ -154,6 +168,9 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users
             "--timeout", str(timeout), "--plotlyjs", "directory", *scenario.args]
     if scenario.fault_at is not None:
         argv += ["--lab-fault", f"{seconds * scenario.fault_at:.1f}:node:node-1:down"]
+    if scenario.restart_at is not None:
+        victim = next(p["name"] for p in lab.current_pods() if p["node"] == "node-3")
+        argv += ["--lab-fault", f"{seconds * scenario.restart_at:.1f}:pod:{victim}:restart"]
     # Each scenario's report says how to rerun it alone (against the same lab).
     os.environ["NODEPORT_HARNESS_COMMAND"] = shlex.join(["nodeport-harness", "run", *argv])
     parser = argparse.ArgumentParser()
@@ -164,6 +181,15 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users
     if scenario.fault_at is not None:
         lab.node_up("node-1")
     scenario.summary = _summary_of(demo_dir / scenario.id)
+
+
+def _headline(summary: dict[str, Any] | None) -> str:
+    """The run's own headline: the worst incident first, then the whole-run figures."""
+    if not summary or "totals" not in summary:
+        return ""
+    from harness.report.build import headline
+
+    return headline(summary)
 
 
 def _summary_of(run_dir: Path) -> dict[str, Any]:
@@ -259,6 +285,10 @@ def claims(summaries: dict[str, dict]) -> list[dict[str, Any]]:
             "(an extra hop, and the pod sees the node's address, not the client's)"
             + (f", adding {ms(cost)} at p50" if cost is not None else "") + ".",
             cross_share=cross.get("share"), cost_p50_ms=cost)
+    restart = _restart_claim(summaries.get("restart-keepalive"),
+                             summaries.get("restart-close"))
+    if restart:
+        add("pod-restart", "restart-keepalive", restart.pop("text"), **restart)
     local = summaries.get("local")
     if local:
         cross = local.get("cross_node", {})
@@ -284,9 +314,42 @@ def verdict(facts: list[dict[str, Any]]) -> dict[str, list[str]]:
             "spread-nodes", "connections-not-requests")],
         "What it costs": [t for k, t in by.items() if k in (
             "naive-ingress", "fail-single-impact", "fail-all-impact", "cross-node",
-            "local-policy")],
+            "pod-restart", "local-policy")],
         "What a LoadBalancer changes": [t for k, t in by.items() if k == "lb-failover"],
     }
+
+
+def _restart_claim(keep: dict | None, close: dict | None) -> dict[str, Any] | None:
+    """The pod-restart claim: what the replacement served after it joined, with keep-alive
+    connections and with a new connection per request, against what the rules give it."""
+    if not keep or not close:
+        return None
+    rows = {}
+    for mode, summary in (("keepalive", keep), ("close", close)):
+        fault = next((f for f in summary.get("faults", []) if f.get("action") == "restart"),
+                     None)
+        joined = next((a for a in summary.get("pod_arrivals") or ()
+                       if fault and a.get("joined_s", 0) >= fault.get("t", 0)), None)
+        if fault is None or joined is None:
+            return None
+        rows[mode] = (fault, joined)
+    (k_fault, k), (_c_fault, c) = rows["keepalive"], rows["close"]
+    # The reason is told when the run's own findings found it.
+    starved = any(f.get("id") == f"pod_arrival:{k['pod']}" for f in keep.get("findings", []))
+    text = (f"After {k_fault['name']} was restarted at {secs(k_fault.get('t'))}, its "
+            f"replacement {k['pod']} joined at {secs(k['joined_s'])} and, with keep-alive "
+            f"connections, served {pct(k['share'])} of requests after, against "
+            f"{pct(k['expected_share'])} expected"
+            + (": the clients' open connections never moved to it" if starved else "")
+            + f"; with a new connection per request the next replacement served "
+            f"{pct(c['share'])} (against {pct(c['expected_share'])} expected).")
+    return {"text": text, "restarted_pod": k_fault["name"], "restart_t": k_fault.get("t"),
+            "keepalive_starved": starved,
+            "keepalive_pod": k["pod"], "keepalive_joined_s": k["joined_s"],
+            "keepalive_share": k["share"], "keepalive_expected_share": k["expected_share"],
+            "keepalive_successes_after": k["successes"], "close_pod": c["pod"],
+            "close_share": c["share"], "close_expected_share": c["expected_share"],
+            "close_successes_after": c["successes"]}
 
 
 def _node(summary: dict, name: str) -> dict:
@@ -370,6 +433,7 @@ full report is linked.</p>
 <h2 id="{{ s.id }}">{{ s.title }}</h2>
 <p>{{ s.story }} <a href="{{ s.id }}/index.html">Full report</a>
 <span class="muted">(nodeport-harness run {{ s.args|join(" ") }})</span></p>
+{% if s.headline %}<p><b>{{ s.headline }}</b></p>{% endif %}
 {% set t = s.summary.get("totals", {}) %}
 <table><tr><th>requests</th><th>failed</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>
 <th>cross-node</th><th>connections</th><th>requests per connection</th>
@@ -384,9 +448,13 @@ full report is linked.</p>
 <td>{{ number(k.get("mean_requests_per_connection")) }}</td>
 <td>{{ number(k.get("mean_distinct_pods")) }}</td></tr>
 </table>
-<table><tr><th>entry</th><th>share</th><th>availability</th></tr>
+{% set worst = s.worst %}
+<table><tr><th>entry</th><th>share</th><th>availability (whole run)</th>
+{% for i in worst %}<th>before {{ i.name }}'s incident</th><th>during it</th>{% endfor %}</tr>
 {% for n in s.summary.get("nodes", []) if n.get("requests") %}
-<tr><td>{{ n.name }}</td><td>{{ pct(n.share) }}</td><td>{{ pct(n.availability) }}</td></tr>
+<tr><td>{{ n.name }}</td><td>{{ pct(n.share) }}</td><td>{{ pct(n.availability) }}</td>
+{% for i in worst %}{% set a = i.availability.get(n.name, {}) %}
+<td>{{ pct(a.get("before")) }}</td><td>{{ pct(a.get("during")) }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% for f in s.summary.get("findings", [])[:4] %}
 <p class="finding {{ f.severity }}">{{ f.text }}</p>{% endfor %}

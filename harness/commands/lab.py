@@ -4,6 +4,8 @@
     nodeport-harness lab stats                         per-pod served counts (JSON)
     nodeport-harness lab fault node NODE down|up       take a node's NodePort off / back
     nodeport-harness lab fault pod POD kill            kill a pod (its connections reset)
+    nodeport-harness lab fault pod POD restart         kill it; a replacement (a new name,
+                                                       same node) joins once ready
     nodeport-harness lab stop                          stop the lab running from --state-dir
 
 Every action finds the running lab through ``--state-dir`` (default ``.lab/``).
@@ -32,7 +34,7 @@ USAGE_ACTIONS = ("stats", *(f"fault {usage}" for usage in USAGE), "stop")
 COMMAND_SETTINGS = ("nodes", "pods", "placement", "service_type", "node_port", "policy",
                     "affinity", "proxy_mode", "pod_service_ms", "pod_concurrency",
                     "external_ip", "block", "extra_api_nodes", "hop_ms", "restricted_token",
-                    "lb_check_s", "seed")
+                    "lb_check_s", "restart_delay_s", "seed", "datapath")
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +162,8 @@ def _banner(lab: Any) -> str:
         f"{info['service']} ({info['service_type']}"
         + (f", nodePort {info['node_port']}" if info.get("node_port") else "")
         + f", externalTrafficPolicy {info['policy']}, sessionAffinity {info['affinity']}, "
-        f"{info['proxy_mode']})",
+        f"{info['proxy_mode']}"
+        + (", kernel datapath" if info.get("datapath") == "kernel" else "") + ")",
         f"API server {info['api_url']}  kubeconfig {lab.kubeconfig}",
     ]
     if info.get("restricted_kubeconfig"):

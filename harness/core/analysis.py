@@ -34,7 +34,9 @@
   via_node_share (failures that entered through the faulty node).
 - ``markers``: t (seconds from start), label. ``changes``: the cluster changes the run saw
   (run.json's). ``incidents``: see `harness.core.incidents.detect_incidents`.
-  ``findings``: see `build_findings`.
+  ``pod_arrivals``: pods that appeared during the run and what they served after, against
+  the rules (`harness.core.arrivals.pod_arrivals`). ``findings``: see `build_findings`.
+  ``whatifs``: predictions for changed topologies (`harness.core.whatif.build_whatifs`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
+from harness.core.arrivals import pod_arrivals
 from harness.core.entry import LB_ENTRY
 from harness.core.faults import UNDO_ACTIONS, parse_marker
 from harness.core.findings import Row, build_findings, fraction
@@ -60,6 +63,7 @@ from harness.core.recorder import OTHER_POD, UNKNOWN_POD, check_spread
 from harness.core.runinfo import THRESHOLDS
 from harness.core.spread_model import compare, predict
 from harness.core.text import fair_index, ms, number, pct
+from harness.core.whatif import build_whatifs
 from harness.errors import HarnessError
 
 SUMMARY_SCHEMA = "nodeport-harness/summary/v1"
@@ -177,7 +181,7 @@ def summarize(
         "service": _service(target),
         "totals": totals,
         "nodes": _nodes(spread, target, endpoints, timeline),
-        **_with_model(_pods(spread, endpoints, pod_nodes), spread, target),
+        **_with_model(_pods(spread, endpoints, pod_nodes), spread, target, _churn(run)),
         "cross_node": _cross_node(spread),
         "failures": _failures(spread, totals),
         "keepalive": _keepalive(spread),
@@ -197,7 +201,10 @@ def summarize(
     summary["incidents"] = detect_incidents(
         spread, start, [n["name"] for n in target.get("nodes", ())], pod_nodes,
         summary["faults"], summary["changes"])
+    summary["pod_arrivals"] = pod_arrivals(spread, target, start, summary["faults"],
+                                           summary["changes"])
     summary["findings"] = build_findings(summary)
+    summary["whatifs"] = build_whatifs(target, summary, run)
     return summary
 
 
@@ -303,8 +310,19 @@ def _pods(
     }
 
 
+def _churn(run: Mapping[str, Any]) -> set[str]:
+    """Pods that joined, left or were restarted during the run (its changes and pod faults):
+    kube-proxy's choice among a changing set of endpoints is judged apart from the rest
+    (pod incidents and pod arrivals tell their story)."""
+    names = {c.get("name") for c in run.get("changes") or () if c.get("kind") == "endpoint"}
+    for fault in run.get("faults") or ():
+        if fault.get("kind") == "pod":
+            names |= {fault.get("name"), fault.get("replacement")}
+    return {n for n in names if n}
+
+
 def _with_model(part: dict[str, Any], spread: Mapping[str, Any],
-                target: Mapping[str, Any]) -> dict[str, Any]:
+                target: Mapping[str, Any], churn: set[str] | None = None) -> dict[str, Any]:
     """Judge the pod spread against what kube-proxy's rules predict for this topology and
     these connections (harness.core.spread_model), not against uniform: each pod's
     expected_share and band become the model's; fairness.model holds the verdict. Without a
@@ -316,7 +334,8 @@ def _with_model(part: dict[str, Any], spread: Mapping[str, Any],
                       for name, p in spread.get("entry_nodes", {}).items()}
     connections = (spread.get("connections") or {}).get("tracked") or None
     prediction = predict(target, entry_requests, connections, target.get("proxy_mode"))
-    result = compare(prediction, {row["name"]: row["successes"] for row in part["pods"]})
+    result = compare(prediction, {row["name"]: row["successes"] for row in part["pods"]},
+                     exclude=churn or ())
     for row in part["pods"]:
         model = prediction["pods"].get(row["name"], {"expected_share": 0.0, "band_low": 0.0,
                                                      "band_high": 0.0})

@@ -1,7 +1,9 @@
 """The fault vocabulary, once: what can fail, and how a fault is written everywhere it appears.
 
-A fault is a kind (``node`` or ``pod``), a name and an action. It is written as
-``AT:node:NAME:down`` on the command line (``--lab-fault``), as ``{"kind", "name",
+A fault is a kind (``node`` or ``pod``), a name and an action: a node goes ``down`` and
+comes back ``up``; a pod is killed, or restarted (killed and replaced, as its Deployment's
+ReplicaSet does, by a pod with a new name that joins the endpoints once ready). It is
+written as ``AT:node:NAME:down`` on the command line (``--lab-fault``), as ``{"kind", "name",
 "action"}`` in the lab's control API and in run.json's ``faults`` (with ``t``, seconds from
 the run's start), as ``NAME ACTION`` in a timeline marker and as a verb ("went down") in
 findings. Pure: the lab, the Locust plugin and the analysis all read these definitions.
@@ -18,19 +20,22 @@ from typing import Any
 from harness.errors import HarnessError
 
 KINDS = ("node", "pod")
-ACTIONS: dict[str, tuple[str, ...]] = {"node": ("down", "up"), "pod": ("kill",)}
+ACTIONS: dict[str, tuple[str, ...]] = {"node": ("down", "up"), "pod": ("kill", "restart")}
 UNDO_ACTIONS = ("up",)  # actions that end an earlier fault on the same name
 # How a fault reads in a sentence; markers written by other tools may say "killed"/"delete".
 VERBS = {"down": "went down", "up": "came back", "kill": "was killed", "killed": "was killed",
-         "delete": "was deleted"}
-SPEC_FORMAT = "AT:node:NAME:down|up or AT:pod:NAME:kill (AT: seconds after the start)"
-# As a command's words (`lab fault node NODE down`): ("node NODE down|up", "pod POD kill").
+         "delete": "was deleted", "restart": "was restarted", "restarted": "was restarted"}
+SPEC_FORMAT = ("AT:node:NAME:down|up or AT:pod:NAME:kill|restart (AT: seconds after the "
+               "start)")
+# As a command's words (`lab fault node NODE down`): ("node NODE down|up",
+# "pod POD kill|restart").
 USAGE = tuple(f"{kind} {kind.upper()} {'|'.join(ACTIONS[kind])}" for kind in KINDS)
 # As the lab control API's JSON body, for its "malformed fault" answer.
 BODY_FORMAT = ('{"kind": ' + "|".join(f'"{k}"' for k in KINDS) + ', "name": "...", "action": '
                + "|".join(f'"{a}"' for a in dict.fromkeys(a for k in KINDS for a in ACTIONS[k]))
                + "}")
-_MARKER = re.compile(r"^(?:(node|pod)[\s:/]+)?(\S+)\s+(down|up|kill|killed|delete)$", re.I)
+_MARKER = re.compile(r"^(?:(node|pod)[\s:/]+)?(\S+)\s+"
+                     r"(down|up|kill|killed|delete|restart|restarted)$", re.I)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def build_findings(summary: Mapping[str, Any]) -> list[Row]:
     findings: list[Row] = []
     for check in (_f_incidents, _f_failures, _f_ingress, _f_faults, _f_node_availability,
                   _f_local_policy, _f_fairness, _f_zero_pods, _f_unknown_pods, _f_keepalive,
-                  _f_cross_node, _f_snat, _f_lb_spread, _f_latency):
+                  _f_pod_arrivals, _f_cross_node, _f_snat, _f_lb_spread, _f_latency):
         findings.extend(check(summary))
     findings = _without_contradictions(findings)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
@@ -357,6 +357,9 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
             text += "; " + "; ".join(causes)
         text += f". {even}"
         severity = "critical" if jain is not None and jain < 0.5 else "warning"
+    if model.get("excluded"):
+        text += (f"; {', '.join(model['excluded'][:3])} joined or left during the run and "
+                 "are judged apart (their incidents and arrivals tell it)")
     if model.get("assumptions"):
         text += " (" + "; ".join(model["assumptions"]) + ")"
     return [_finding("pod_fairness", severity, text + ".", **metric)]
@@ -518,6 +521,40 @@ def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
         f"Connections were not pinned: {carried}; they saw {_count_of(mean_pods, 'pod')} "
         f"per connection on average ({pct(single)} saw only one), so something balances per "
         f"request (an L7 proxy or session handling){caveat}.", **metric)]
+
+
+ARRIVAL_MIN_EXPECTED = 20.0  # successes the rules give a new pod before its share is judged
+ARRIVAL_FAR_LESS = 0.25  # "far less": below this part of its expected share
+
+
+def _f_pod_arrivals(s: Mapping[str, Any]) -> list[Row]:
+    """A pod that appeared during the run (``pod_arrivals``) and served far less after it
+    appeared than kube-proxy's rules give it: the clients' connections stayed where they
+    were (kubernetes/kubernetes#126378)."""
+    out = []
+    close = s["run"].get("connection_mode") == "close"
+    affinity = (s["service"] or {}).get("session_affinity") == "ClientIP"
+    for row in s.get("pod_arrivals") or ():
+        expected, share = row.get("expected_share"), row.get("share")
+        if (expected is None or share is None or row["expected"] < ARRIVAL_MIN_EXPECTED
+                or share >= ARRIVAL_FAR_LESS * expected):
+            continue
+        when = (f"joined at {secs(row['joined_s'])}" if row["source"] == "joined"
+                else f"appeared at {secs(row['joined_s'])} (first seen serving)")
+        text = (f"{row['pod']} {when} and served {pct(share)} of requests after, against "
+                f"{pct(expected)} expected: ")
+        if affinity:
+            text += ("sessionAffinity ClientIP keeps each client address on the pod it had, "
+                     "so only new clients reach it")
+        elif close:
+            text += ("every request opened a new connection, so something other than "
+                     "kube-proxy's choice kept traffic from it (its readiness, or a proxy in "
+                     "front that pools connections)")
+        else:
+            text += ("existing keep-alive connections never move; recycle connections (max "
+                     "requests or max age per connection) or balance per request")
+        out.append(_finding(f"pod_arrival:{row['pod']}", "warning", text + ".", **row))
+    return out
 
 
 def _f_cross_node(s: Mapping[str, Any]) -> list[Row]:

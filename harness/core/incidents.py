@@ -166,6 +166,7 @@ def _pod_silences(grid: _Grid) -> list[tuple[str, int, int | None, float]]:
 
 def _incident(grid: _Grid, scope: str, name: str, failing: int, end: int | None,
               begin_estimate: float, start: float) -> Row:
+    begin_estimate = max(begin_estimate, start)  # an outage from the start began with it
     # The outage's seconds run from its estimated start (users were already waiting on the
     # requests that failed later), not from the second the first failure was reported; the
     # second it began in is partly before, partly during, and counts for neither.

@@ -79,6 +79,7 @@ def analysis_run(run: Mapping[str, Any]) -> dict[str, Any]:
         "faults": run.get("faults") or [],
         "changes": run.get("changes") or [],
         "timeout_s": (run.get("options") or {}).get("timeout"),
+        "users": run.get("users"),  # for the what-ifs' re-run commands
     }
     return {k: v for k, v in info.items() if v is not None}
 

@@ -123,11 +123,20 @@ def predict(target: Mapping[str, Any], entry_requests: Mapping[str, int],
     }
 
 
-def compare(prediction: Mapping[str, Any], successes: Mapping[str, int]) -> Row:
+def compare(prediction: Mapping[str, Any], successes: Mapping[str, int],
+            exclude: Sequence[str] | set[str] = ()) -> Row:
     """The measured successes per pod against the prediction: ``statistic`` (chi-square
     divided by the requests per choice), ``df``, ``p``, ``verdict`` (matches / deviates /
-    n/a) and ``outliers`` (pods outside their band, most off first)."""
-    expected = {pod: row["expected_share"] for pod, row in prediction["pods"].items()}
+    n/a), ``outliers`` (pods outside their band, most off first) and ``unexpected_pods``.
+    ``exclude``: pods that joined or left during the run, judged apart (``excluded``): the
+    rest are tested among themselves, their expectations renormalised."""
+    excluded = sorted(set(exclude) & (set(prediction["pods"]) | set(successes)))
+    expected = {pod: row["expected_share"] for pod, row in prediction["pods"].items()
+                if pod not in excluded}
+    stable = sum(expected.values())
+    if excluded and stable:
+        expected = {pod: share / stable for pod, share in expected.items()}
+    successes = {pod: n for pod, n in successes.items() if pod not in excluded}
     observed = {pod: int(successes.get(pod, 0)) for pod in expected}
     total = sum(observed.values())
     # A pod the rules give nothing (Local: on another node) that served anyway is a
@@ -137,7 +146,7 @@ def compare(prediction: Mapping[str, Any], successes: Mapping[str, int]) -> Row:
     live = [pod for pod, share in expected.items() if share > 0]
     if total == 0 or len(live) < 2 and not nothing:
         return {"statistic": None, "df": None, "p": None, "verdict": "n/a", "outliers": [],
-                "unexpected_pods": []}
+                "unexpected_pods": [], "excluded": excluded}
     design = max(1.0, float(prediction.get("requests_per_choice") or 1.0))
     statistic = sum((observed[p] - total * expected[p]) ** 2 / (total * expected[p])
                     for p in live) / design
@@ -145,6 +154,8 @@ def compare(prediction: Mapping[str, Any], successes: Mapping[str, int]) -> Row:
     p_value = float(scipy_stats.chi2.sf(statistic, df)) if len(live) > 1 else 1.0
     outliers = []
     for pod, row in prediction["pods"].items():
+        if pod in excluded:
+            continue
         share = observed[pod] / total
         if not row["band_low"] <= share <= row["band_high"]:
             outliers.append({"pod": pod, "share": share, "expected_share": row["expected_share"],
@@ -152,4 +163,4 @@ def compare(prediction: Mapping[str, Any], successes: Mapping[str, int]) -> Row:
     outliers.sort(key=lambda o: -o["off"])
     verdict = "deviates" if p_value < ALPHA or nothing else "matches"
     return {"statistic": statistic, "df": df, "p": p_value, "verdict": verdict,
-            "outliers": outliers, "unexpected_pods": nothing}
+            "outliers": outliers, "unexpected_pods": nothing, "excluded": excluded}

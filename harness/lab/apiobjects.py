@@ -460,6 +460,10 @@ def render_events(state: LabState, nodes: dict[str, LabNode]) -> list[dict]:
             svc = state.service(state.namespace, name)
             uid = svc["metadata"].get("uid") if svc else None
             source = {"component": "service-controller"}
+        elif kind == "ReplicaSet":  # a restarted pod's replacement created
+            involved.update(apiVersion="apps/v1", namespace=state.namespace)
+            uid = stable_uid("replicaset", state.namespace, name)
+            source = {"component": "replicaset-controller"}
         if uid:
             involved["uid"] = uid
         when = ev.get("time") or now_str()

@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.core.faults import Fault
 from harness.errors import LabError
-from harness.lab.config import LabConfig
+from harness.lab.config import MAX_BLOCK, MAX_KERNEL_BLOCK, LabConfig
 
 LAB_SCHEMA = "nodeport-harness/lab/v1"
 LAB_FILE = "lab.json"
@@ -96,7 +96,13 @@ class LabCluster:
             self.state_dir.chmod(0o700)
         try:
             _refuse_running_lab(self.state_dir)
-            blocks = [self.block] if self.block is not None else _candidate_blocks()
+            kernel = self.config.datapath == "kernel"
+            if kernel:
+                from harness.lab.netns import preflight
+
+                preflight()  # not root, no iptables, no netns: one line saying what to do
+            blocks = [self.block] if self.block is not None else _candidate_blocks(
+                MAX_KERNEL_BLOCK if kernel else MAX_BLOCK)
             last: LabError | None = None
             for block in blocks[:20]:
                 if self.block is None and not block_is_free(block):
@@ -136,7 +142,8 @@ class LabCluster:
                 start_new_session=True, close_fds=True,
             )
         self._finalizer = weakref.finalize(self, _terminate, self.process,
-                                           self.state_dir if self._own_dir else None)
+                                           self.state_dir if self._own_dir else None,
+                                           block if config.datapath == "kernel" else None)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             code = self.process.poll()
@@ -225,6 +232,29 @@ class LabCluster:
     def kill_pod(self, name: str) -> dict:
         return self.fault("pod", name, "kill")
 
+    def restart_pod(self, name: str) -> dict:
+        """Kill a pod; its replacement (``replacement`` in the answer: a new name, the same
+        node) joins the endpoints once ready (``restart_delay_s`` later)."""
+        return self.fault("pod", name, "restart")
+
+    def current_pods(self) -> list[dict[str, Any]]:
+        """The application's pods as the lab's API lists them now (``pods`` is the lab at
+        its start): name, node, ip, port, ready."""
+        self._need("api_url")
+        info = self._info
+        items = control_call(info, "GET", f"/api/v1/namespaces/{info['namespace']}/pods"
+                             f"?labelSelector=app%3D{info['service']}").get("items") or []
+        out = []
+        for item in items:
+            status = item.get("status") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or ())
+            ports = (item["spec"]["containers"][0].get("ports") or [{}])
+            out.append({"name": item["metadata"]["name"], "node": item["spec"].get("nodeName"),
+                        "ip": status.get("podIP"), "port": ports[0].get("containerPort"),
+                        "ready": ready})
+        return out
+
     def fault(self, kind: str, name: str, action: str) -> dict:
         """One fault (``harness.core.faults``' vocabulary; the lab checks it): what it did."""
         return self.control("POST", "/lab/v1/faults", Fault(kind, name, action).to_dict())
@@ -299,10 +329,10 @@ def read_fault_log(info: dict[str, Any], since: float | None = None,
     return list(control_call(info, "GET", path, timeout=timeout).get("faults") or [])
 
 
-def _candidate_blocks() -> list[int]:
+def _candidate_blocks(last: int = MAX_BLOCK) -> list[int]:
     # Start somewhere random so labs started at once (parallel tests) rarely collide.
-    start = random.randrange(1, 251)
-    return [(start + i - 1) % 250 + 1 for i in range(250)]
+    start = random.randrange(1, last + 1)
+    return [(start + i - 1) % last + 1 for i in range(last)]
 
 
 def _refuse_running_lab(state_dir: Path) -> None:
@@ -331,8 +361,10 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _terminate(process: subprocess.Popen, own_dir: Path | None) -> None:
-    """SIGTERM the lab, then SIGKILL its process group if it does not go in time."""
+def _terminate(process: subprocess.Popen, own_dir: Path | None,
+               kernel_block: int | None = None) -> None:
+    """SIGTERM the lab, then SIGKILL its process group if it does not go in time; a kernel
+    lab's namespaces are removed here too when the lab process could not do it."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
@@ -342,6 +374,10 @@ def _terminate(process: subprocess.Popen, own_dir: Path | None) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # anything it left in its group
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
+    if kernel_block is not None:
+        from harness.lab.netns import cleanup
+
+        cleanup(kernel_block)  # nothing when the lab tore down itself
     if own_dir is not None:
         shutil.rmtree(own_dir, ignore_errors=True)
 

@@ -25,11 +25,14 @@ POLICIES = ("Cluster", "Local")
 AFFINITIES = ("None", "ClientIP")
 PROXY_MODES = ("iptables", "ipvs")
 DATA_PLANES = ("handoff", "pipe")
+DATAPATHS = ("userspace", "kernel")
+MAX_KERNEL_BLOCK = 127  # a kernel lab's block b uses 198.18.<2b>.0/24 and 198.18.<2b+1>.0/24
 MAX_NODES = 89  # live nodes: 10 + i must stay a valid last octet with room for the LB (.100)
 MAX_PODS = 250  # pod addresses are 127.<block>.1.<1..250>
 MAX_EXTRA_API_NODES = 10000
 MAX_BLOCK = 250
 NODE_PORTS = (30000, 32767)
+MAX_RESTART_DELAY_S = 300.0  # a restarted pod's replacement is ready within this
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -105,10 +108,17 @@ class LabConfig:
         action="store_true")
     lb_check_s: float = _setting(0.5, "LoadBalancer health-check interval, s (default 0.5)",
                                  type=float)
+    restart_delay_s: float = _setting(
+        1.0, "seconds a restarted pod's replacement takes to become ready (default 1)",
+        type=float)
     seed: int | None = _setting(None, "random seed (pod names, nodePort, choices)", type=int)
     data_plane: str = _setting(
         "handoff", "how the proxy reaches a pod: handoff (the socket itself) or pipe (a relay)",
         choices=_choices(DATA_PLANES, "handoff"))
+    datapath: str = _setting(
+        "userspace", "userspace (the lab process proxies, pods in it; any user) or kernel "
+        "(nodes and pods in network namespaces, kube-proxy's iptables rules; root)",
+        choices=_choices(DATAPATHS, "userspace"))
     namespace: str = _setting("default", "the application's namespace (default default)")
     # Where lab.json, the kubeconfigs and the log go; None: a temporary directory of its own.
     # Each command spells its own --state-dir (its default and help differ).
@@ -129,7 +139,7 @@ class LabConfig:
     def _check(self) -> None:
         for name, allowed in (("service_type", SERVICE_TYPES), ("policy", POLICIES),
                               ("affinity", AFFINITIES), ("proxy_mode", PROXY_MODES),
-                              ("data_plane", DATA_PLANES)):
+                              ("data_plane", DATA_PLANES), ("datapath", DATAPATHS)):
             value = getattr(self, name)
             if value not in allowed:
                 listed = ", ".join(_choices(allowed, getattr(LabConfig, name)))
@@ -139,7 +149,7 @@ class LabConfig:
         for name in ("node_port", "seed", "block"):
             if getattr(self, name) is not None:
                 _need_int(name, getattr(self, name))
-        for name in ("pod_service_ms", "hop_ms", "lb_check_s"):
+        for name in ("pod_service_ms", "hop_ms", "lb_check_s", "restart_delay_s"):
             _need_number(name, getattr(self, name))
         for name in ("external_ip", "restricted_token"):
             if not isinstance(getattr(self, name), bool):
@@ -168,11 +178,28 @@ class LabConfig:
         if not 0.01 <= self.lb_check_s <= 60:
             raise LabError(f"--lb-check-s must be between 0.01 and 60 seconds, "
                            f"got {self.lb_check_s}")
+        if not 0 <= self.restart_delay_s <= MAX_RESTART_DELAY_S:
+            raise LabError(f"--restart-delay-s must be between 0 and {MAX_RESTART_DELAY_S:g} "
+                           f"seconds, got {self.restart_delay_s}")
         if self.block is not None and not 0 <= self.block <= MAX_BLOCK:
             raise LabError(f"--block must be between 0 and {MAX_BLOCK}, got {self.block}")
+        if self.datapath == "kernel":
+            self._check_kernel()
         if not isinstance(self.namespace, str) or not _LABEL.fullmatch(self.namespace):
             raise LabError(f"--namespace must be a lowercase RFC 1123 label, e.g. default; "
                            f"got {self.namespace!r}")
+
+    def _check_kernel(self) -> None:
+        # What the kernel datapath does not model; it says so instead of ignoring it.
+        if self.proxy_mode != "iptables":
+            raise LabError("--datapath kernel runs kube-proxy's iptables mode only; use "
+                           "--proxy-mode iptables, or --datapath userspace for ipvs")
+        if self.block is not None and self.block > MAX_KERNEL_BLOCK:
+            raise LabError(f"--datapath kernel needs --block 0-{MAX_KERNEL_BLOCK} "
+                           f"(198.18.<2B>.0/24 and the next), got {self.block}")
+        if self.extra_api_nodes:
+            raise LabError("--extra-api-nodes needs --datapath userspace (the kernel datapath "
+                           "builds every node it lists)")
 
     # -- the lab process's --config JSON ---------------------------------------------------
 

@@ -40,7 +40,7 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
         print("error: the lab process needs its state_dir and block in --config; start labs "
               "with LabCluster or 'nodeport-harness lab'", file=sys.stderr, flush=True)
         return 2
-    state_dir, block = Path(config.state_dir), config.block
+    block = config.block
 
     from gevent import monkey
 
@@ -51,7 +51,6 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
     from gevent.event import Event
 
     from harness.helloworld import HelloApp, make_app, serve
-    from harness.lab import apiserver
     from harness.lab.proxy import NodePortProxy
 
     def log(message: str) -> None:
@@ -77,6 +76,14 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
         log(f"error: {err}")
         return 2
 
+    # Set before the datapath starts: a SIGTERM meanwhile still stops the lab cleanly.
+    stop = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stop.set)
+
+    if config.datapath == "kernel":
+        return _run_kernel(state, config, stop, parent_pid, log, reservation)
+
     apps: dict[str, HelloApp] = {}
     servers: dict[str, Any] = {}
     for pod in state.pods:
@@ -93,8 +100,20 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
         alive = {pod.name for pod in state.pods}
         for name in [name for name in servers if name not in alive]:
             servers.pop(name).kill()  # a killed pod stops serving and resets its clients
+        for pod in state.pods:
+            if pod.name in servers or pod.name in apps:
+                continue
+            # A restarted pod's replacement: it listens at once; the proxy only sends it
+            # connections once it is ready.
+            app = make_app(pod.name, pod.node, config.pod_service_ms, config.pod_concurrency)
+            try:
+                servers[pod.name] = serve(app, pod.ip, pod.port)
+            except OSError as err:
+                log(f"pod {pod.name} cannot listen on {pod.ip}:{pod.port} ({err.strerror})")
+            apps[pod.name] = app  # its count shows in the stats, as a killed pod's does
 
     state.subscribe(sync_pods)
+    state.later = gevent.spawn_later
 
     def handoff(pod_name: str) -> Any:
         server = servers.get(pod_name)
@@ -111,6 +130,24 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
     def stats() -> dict[str, int]:
         return {name: app.served for name, app in apps.items()}
 
+    def teardown() -> None:
+        proxy.stop()
+        for server in servers.values():
+            server.kill()
+
+    return _serve(state, config, stats, teardown, stop, parent_pid, log, reservation)
+
+
+def _serve(state: LabState, config: LabConfig, stats: Any, teardown: Any, stop: Any,
+           parent_pid: int, log: Any, reservation: socket.socket) -> int:
+    """The API server, the kubeconfigs and lab.json, for either datapath; serves until
+    ``stop`` is set, then tears down (``teardown``: the datapath) and returns the exit code."""
+    import gevent
+
+    from harness.lab import apiserver
+
+    assert config.state_dir is not None
+    state_dir = Path(config.state_dir)
     ca_pem, certfile, keyfile = apiserver.make_tls(state_dir)  # writes ca.crt too
     token = secrets.token_urlsafe(32)
     tokens = {token: "admin"}
@@ -132,10 +169,6 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
     info = _lab_info(state, config, api_url, kubeconfig, restricted_kubeconfig, token)
     lab_file = state_dir / LAB_FILE
 
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
-
     def watch_parent() -> None:
         # A caller killed hard (SIGKILL) cannot stop us: notice and go, leaving nothing.
         while not stop.wait(0.5):
@@ -143,20 +176,40 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
                 stop.set()
 
     watcher = gevent.spawn(watch_parent)
-    apiserver.write_private(lab_file, json.dumps(info, indent=2) + "\n")
-    log(f"lab ready: {len(info['nodes'])} nodes, {len(state.pods)} pods, API {api_url}")
+    if not stop.is_set():  # a SIGTERM while the datapath started: no "ready" to announce
+        apiserver.write_private(lab_file, json.dumps(info, indent=2) + "\n")
+        log(f"lab ready: {len(info['nodes'])} nodes, {len(state.pods)} pods, API {api_url}")
     stop.wait()
     watcher.kill()
     with contextlib.suppress(OSError):
         if read_json(lab_file).get("pid") == os.getpid():
             lab_file.unlink()
-    proxy.stop()
     api.stop(timeout=1)
-    for server in servers.values():
-        server.kill()
+    teardown()
     reservation.close()
     log("lab stopped")
     return 0
+
+
+def _run_kernel(state: LabState, config: LabConfig, stop: Any, parent_pid: int, log: Any,
+                reservation: socket.socket) -> int:
+    """--datapath kernel: nodes and pods in network namespaces (``kernel.py``)."""
+    import gevent
+
+    from harness.lab.kernel import KernelDatapath
+
+    assert config.state_dir is not None
+    state.later = gevent.spawn_later  # a restarted pod's replacement turns ready later
+    datapath = KernelDatapath(state, config, Path(config.state_dir), log=log)
+    try:
+        datapath.start()
+    except LabError as err:
+        datapath.stop()
+        reservation.close()
+        log(f"error: {err}")
+        return 2
+    return _serve(state, config, datapath.stats, datapath.stop, stop, parent_pid, log,
+                  reservation)
 
 
 def _lab_info(state: LabState, config: LabConfig, api_url: str, kubeconfig: Path,
@@ -187,8 +240,10 @@ def _lab_info(state: LabState, config: LabConfig, api_url: str, kubeconfig: Path
         "affinity": config.affinity,
         "proxy_mode": config.proxy_mode,
         "data_plane": config.data_plane,
+        "datapath": config.datapath,
         "hop_ms": config.hop_ms,
         "lb_check_s": config.lb_check_s,
+        "restart_delay_s": config.restart_delay_s,
         "nodes": [
             {"name": n.name, "external_ip": n.external_ip, "internal_ip": n.internal_ip,
              "zone": n.zone}

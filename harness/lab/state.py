@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 from harness.lab.config import NODE_PORTS, SERVICE_TYPES, LabConfig
 
 APP = "helloworld"  # the application the lab runs: its pods, Service and labels
+MAX_POD_ADDRESSES = 250  # a pod address's last octet runs 1..250 (127.<block>.1.<n>)
 FAULT_LOG_MAX = 10_000  # the fault log keeps the latest this many (a lab left running for days)
 
 
@@ -61,8 +62,13 @@ class LabPod:
     created: str = field(default_factory=_now)
 
 
-def addresses(block: int) -> dict[str, str]:
-    """Address layout of a lab in 127.<block>.x.y (block 0 = the documented defaults)."""
+def addresses(block: int, datapath: str = "userspace") -> dict[str, str]:
+    """Address layout of a lab in 127.<block>.x.y (block 0 = the documented defaults); a
+    kernel-datapath lab's is in 198.18.0.0/15 (``netns.addresses``)."""
+    if datapath == "kernel":
+        from harness.lab.netns import addresses as kernel_addresses
+
+        return kernel_addresses(block)
     return {
         "external": f"127.{block}.0.{{}}",  # node i -> 10 + i
         "pod": f"127.{block}.1.{{}}",
@@ -92,7 +98,7 @@ class LabState:
         # --lab-fault): id, time (epoch seconds), kind, name, action and what it did.
         self.fault_log: list[dict] = []
         self._fault_ids = 0
-        lay = addresses(block)
+        lay = addresses(block, config.datapath)
         self.lb_address = lay["lb"]
         self.nodes: list[LabNode] = []
         for i in range(1, nodes + 1):
@@ -120,20 +126,26 @@ class LabState:
             )
         pod_hash = hashlib.sha256(f"{app}{seed}{block}".encode()).hexdigest()[:10]
         self.pod_template_hash = pod_hash
+        self._pod_address = lay["pod"]
+        self.restart_delay_s = config.restart_delay_s
+        # How a restarted pod's replacement becomes ready later: ``later(delay, callback)``
+        # (the lab process passes gevent's spawn_later). None: ready at once.
+        self.later: Callable[[float, Callable[[], None]], object] | None = None
         self.pods: list[LabPod] = []
+        self._pod_names: set[str] = set()
         index = 0
         for node, count in zip(self.nodes, placement, strict=False):
             for _ in range(count):
                 index += 1
-                suffix = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
                 self.pods.append(
                     LabPod(
-                        name=f"{app}-{pod_hash}-{suffix}",
+                        name=self._new_pod_name(),
                         node=node.name,
                         ip=lay["pod"].format(index),
                         uid=self._uid(),
                     )
                 )
+        self._last_pod_index = index
         self.services: dict[tuple[str, str], dict] = {}
         self.namespaces = {namespace, "kube-system"}
         spec: dict = {
@@ -222,6 +234,61 @@ class LabState:
                 return pod
         raise KeyError(name)
 
+    def restart_pod(self, name: str) -> tuple[LabPod, LabPod]:
+        """Kill a pod and, as its Deployment's ReplicaSet does, create a replacement at once:
+        the ReplicaSet's name with a new suffix, on the same node, at a new pod address, not
+        ready; it becomes ready (joins the endpoints) ``restart_delay_s`` later. Returns
+        (the killed pod, its replacement); KeyError for a name the lab does not have."""
+        old = next((pod for pod in self.pods if pod.name == name), None)
+        if old is None:
+            raise KeyError(name)
+        new = LabPod(name=self._new_pod_name(), node=old.node, ip=self._new_pod_ip(),
+                     port=old.port, ready=False, uid=self._uid())
+        self.pods.remove(old)
+        self.add_event("Pod", name, "Killing", f"Stopping container {self.app}")
+        self.pods.append(new)
+        self.add_event("ReplicaSet", f"{self.app}-{self.pod_template_hash}", "SuccessfulCreate",
+                       f"Created pod: {new.name}")
+        self.add_event("Pod", new.name, "Scheduled",
+                       f"Successfully assigned {self.namespace}/{new.name} to {new.node}")
+        self.changed()
+        if self.later is None or self.restart_delay_s <= 0:
+            self._pod_ready(new.name)
+        else:
+            self.later(self.restart_delay_s, lambda: self._pod_ready(new.name))
+        return old, new
+
+    def _pod_ready(self, name: str) -> None:
+        """A replacement passed its readiness probe: it joins the endpoints (unless it was
+        killed meanwhile)."""
+        for pod in self.pods:
+            if pod.name == name and not pod.ready:
+                pod.ready = True
+                self.add_event("Pod", name, "Started", f"Started container {self.app}")
+                self.changed()
+                return
+
+    def _new_pod_name(self) -> str:
+        """The ReplicaSet's name with a random suffix no pod of the lab ever had."""
+        while True:
+            suffix = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+            name = f"{self.app}-{self.pod_template_hash}-{suffix}"
+            if name not in self._pod_names:
+                self._pod_names.add(name)
+                return name
+
+    def _new_pod_ip(self) -> str:
+        """The next pod address after the last one given, skipping those in use (the last
+        octet runs 1-250 and wraps around)."""
+        used = {pod.ip for pod in self.pods}
+        for step in range(1, MAX_POD_ADDRESSES + 1):
+            index = (self._last_pod_index + step - 1) % MAX_POD_ADDRESSES + 1
+            ip = self._pod_address.format(index)
+            if ip not in used:
+                self._last_pod_index = index
+                return ip
+        raise ApiError(422, "Invalid", "no free pod address left in the lab")
+
     def apply_fault(self, kind: str, name: str, action: str) -> dict:
         """A fault as the control API receives it (``harness.core.faults``' vocabulary): what
         it did, or ApiError 422 for one outside the vocabulary (or on an API-only node) and
@@ -247,7 +314,12 @@ class LabState:
             return self._log_fault(at, {**fault.to_dict(), "ready": node.ready})
         try:
             at = time.time()
-            pod = self.kill_pod(name)  # a pod fault's only action
+            if fault.action == "restart":
+                pod, new = self.restart_pod(name)
+                return self._log_fault(at, {**fault.to_dict(), "node": pod.node,
+                                            "replacement": new.name,
+                                            "ready_after_s": self.restart_delay_s})
+            pod = self.kill_pod(name)
         except KeyError:
             raise ApiError(404, "NotFound", f'pods "{name}" not found') from None
         return self._log_fault(at, {**fault.to_dict(), "node": pod.node})

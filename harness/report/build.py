@@ -128,6 +128,7 @@ def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dic
         "faults": fault_rows(summary),
         "lb": lb_view(summary),
         "incidents": incident_rows(summary),
+        "whatifs": summary.get("whatifs") or [],  # predictions (core/whatif.py)
         "thresholds": thresholds,
         "command": redact_command(run.get("command") or "") or "(not recorded)",
         "files": OUTPUTS,

@@ -295,3 +295,33 @@ def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color:
         xaxis=_axis("", tickformat=".0%", range=[0, max([*shares, expected or 0, 0.01]) * 1.1]),
         yaxis=_axis("", autorange="reversed"), shapes=shapes,
     )).to_json()
+
+
+def predicted_vs_measured(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    """A what-if re-run (compare page): each pod's measured share as a bar, the share the
+    what-if predicted as a marker with its 95 % band (``rows``: whatif.check_rerun's)."""
+    names = short_labels([r["pod"] for r in rows])
+    measured = [r["measured_share"] or 0.0 for r in rows]
+    traces = [
+        go.Bar(x=names, y=measured, name="measured (re-run)", marker={
+            "color": PALETTE[0],
+            "line": {"color": ["#B00020" if r["within_band"] is False else PALETTE[0]
+                               for r in rows], "width": 2}},
+            customdata=[[label(r["pod"]), label(pct(r["measured_share"])),
+                         label(pct(r["expected_share"]))] for r in rows],
+            hovertemplate="%{customdata[0]}<br>measured %{customdata[1]}; predicted "
+                          "%{customdata[2]}<extra></extra>"),
+        go.Scatter(x=names, y=[r["expected_share"] for r in rows], mode="markers",
+                   name="predicted (95 % band)", hoverinfo="skip",
+                   marker={"symbol": "line-ew-open", "size": 18, "color": "#5B2A9E",
+                           "line": {"width": 3}},
+                   error_y={"type": "data", "symmetric": False, "color": "#7B4BC4",
+                            "thickness": 2,
+                            "array": [r["band_high"] - r["expected_share"] for r in rows],
+                            "arrayminus": [r["expected_share"] - r["band_low"] for r in rows]}),
+    ]
+    return go.Figure(traces, _layout(
+        title, 380,
+        xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
+        yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
+    )).to_json()

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness import __version__
+from harness.core.whatif import check_rerun, matching_whatif, run_topology
 from harness.errors import ReportError
 from harness.report import charts
 from harness.report.build import analyse, verdict
@@ -18,6 +19,7 @@ from harness.report.html import figures_json, plotly_loader, render
 from harness.report.rundir import load_run
 
 COMPARE_SCHEMA = "nodeport-harness/compare/v1"
+PAGE_ONLY = ("link", "whatifs")  # left out of compare.json (the whatifs are in summary.json)
 KEY_FINDINGS = 4
 
 
@@ -31,19 +33,27 @@ def build_compare(run_dirs: Sequence[Path | str], out_dir: Path | str | None = N
     out = Path(out_dir) if out_dir is not None else (
         Path(run_dirs[0]).resolve().parent / "compare")
     runs = [run_row(Path(d), out, i) for i, d in enumerate(run_dirs)]
+    checks = whatif_checks(runs)
     files = {"compare.json": str(write_json_atomic(out / "compare.json", finite({
         "schema": COMPARE_SCHEMA, "generated": time.time(),
-        "runs": [{k: v for k, v in r.items() if k != "link"} for r in runs],
+        "runs": [{k: v for k, v in r.items() if k not in PAGE_ONLY and not k.startswith("_")}
+                 for r in runs],
+        "whatif_checks": checks,
     })))}
     loader = plotly_loader(plotlyjs, out)
     if loader["mode"] == "directory":
         files["plotly.min.js"] = str(out.resolve().parent / "plotly.min.js")
     figures = compare_figures(runs)
+    for check in checks:
+        figures[f"whatif-{check['index']}"] = charts.predicted_vs_measured(
+            check["rows"], f"{check['title']}: predicted from {check['original']}, "
+                           f"measured in {check['rerun']}")
     files["index.html"] = str(write_text_atomic(out / "index.html", render(
-        "compare.html.j2", {"runs": runs, "plotly": loader, "figures": figures_json(figures),
+        "compare.html.j2", {"runs": runs, "checks": checks, "plotly": loader,
+                            "figures": figures_json(figures),
                             "charts": set(figures), "generated": time.time(),
                             "version": __version__})))
-    return {"runs": runs, "files": files}
+    return {"runs": runs, "whatif_checks": checks, "files": files}
 
 
 def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:
@@ -80,7 +90,43 @@ def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:
         "expected_pod_share": summary["pods"][0]["expected_share"] if summary["pods"] else None,
         "findings": findings[:KEY_FINDINGS],
         "link": _link(page, out) if page.is_file() else None,
+        # What-ifs: this run's predictions, and its own topology (a re-run of another's).
+        "topology": run_topology(data.target, run),
+        "started": run.get("started") or summary["run"]["start"],
+        "whatifs": summary.get("whatifs") or [],
+        "_pods": [{k: p[k] for k in ("name", "node", "successes", "share")}
+                  for p in summary["pods"]],
+        "_requests_per_choice": (summary["fairness"].get("model") or {}).get(
+            "requests_per_choice"),
     }
+
+
+def whatif_checks(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each later run that re-ran an earlier run's what-if for real (the same Service, and
+    its topology the what-if's: policy, LoadBalancer, pods per node, entry, connection),
+    with the prediction tested against what it measured (whatif.check_rerun)."""
+    order = sorted(runs, key=lambda r: (r["started"] is None, r["started"] or 0, r["index"]))
+    checks: list[dict[str, Any]] = []
+    for i, original in enumerate(order):
+        for rerun in order[i + 1:]:
+            if not _same_service(original["service"], rerun["service"]):
+                continue
+            whatif = matching_whatif(original["whatifs"], rerun["topology"])
+            if whatif is None:
+                continue
+            result = check_rerun(whatif, rerun["_pods"], rerun["_requests_per_choice"])
+            checks.append({
+                "index": len(checks), "original": original["run_id"],
+                "rerun": rerun["run_id"], "whatif": whatif["id"], "title": whatif["title"],
+                "change": whatif["change"], "predicted": whatif["sentences"],
+                "predicted_dropped_share": whatif["dropped_share"],
+                "measured_fail_ratio": rerun["fail_ratio"], **result,
+            })
+    return checks
+
+
+def _same_service(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    return bool(a and b) and (a["namespace"], a["name"]) == (b["namespace"], b["name"])
 
 
 def _node_shares(summary: Mapping[str, Any], entry: str) -> dict[str, Any]:

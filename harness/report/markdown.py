@@ -44,6 +44,7 @@ def summary_markdown(view: Mapping[str, Any]) -> str:
         *_matrix_table(view["matrix"]),
         "",
         *_lb_table(view.get("lb")),
+        *_whatifs(view.get("whatifs") or ()),
         *_thresholds(view["thresholds"]),
         "### Run",
         "",
@@ -95,6 +96,20 @@ def _lb_table(lb: Mapping[str, Any] | None) -> list[str]:
         lines.append(f"| not shown by the reply | | {number(lb['unknown'])} | "
                      f"{pct(lb['unknown_share'])} |")
     return [*lines, ""]
+
+
+def _whatifs(whatifs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What-ifs: each title and its sentences, every one a prediction (core/whatif.py)."""
+    if not whatifs:
+        return []
+    lines = ["### What if (predictions, not measurements)", ""]
+    for whatif in whatifs:
+        lines.append(f"- **{md(whatif['title'])}** (prediction)")
+        lines += [f"  - {md(sentence)}" for sentence in whatif["sentences"]]
+    lines += ["", "Re-run one for real (the commands are in index.html), then "
+              "`nodeport-harness compare` this run and the new one: it sets the prediction "
+              "against the measurement.", ""]
+    return lines
 
 
 def _thresholds(results: Sequence[Mapping[str, Any]]) -> list[str]:
