@@ -67,3 +67,23 @@ def test_a_pod_that_left_mid_run_is_judged_apart_and_its_incident_tells_it(make_
     assert f"{victim} joined or left during the run and are judged apart" in finding["text"]
     # ...and the pod that went is an incident of its own, from the data.
     assert [i["name"] for i in summary["incidents"] if i["scope"] == "pod"] == [victim]
+
+
+def test_a_slow_pod_is_flagged_with_its_cause(make_lab, tmp_path):
+    # Keep-alive clients pinned to a slow pod send less: kube-proxy chose evenly, the
+    # requests did not follow.
+    lab = make_lab(nodes=3, placement=[2, 2, 2], seed=5, slow_pod_ms=25.0)
+    slow = lab.pods[0]["name"]
+    proc = run(harness_cmd("run", "--kubeconfig", str(lab.kubeconfig), "--report-dir",
+                           str(tmp_path), "--run-id", "r", "--plotlyjs", "cdn", "--entry",
+                           "all", "-u", "12", "-t", "4s"), timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    summary = load(tmp_path / "r", "summary.json")
+    finding = next(f for f in summary["findings"] if f["id"] == f"slow_pod:{slow}")
+    assert finding["severity"] == "warning"
+    assert f"Pod {slow} is slow (p50 " in finding["text"]
+    assert finding["metric"]["p50_ms"] > 20 > 4 * finding["metric"]["typical_p50_ms"]
+    assert finding["metric"]["share"] < 0.5 * finding["metric"]["expected_share"]
+    # Its p50 is its cause: no other pod is called slow.
+    assert [f["id"] for f in summary["findings"] if f["id"].startswith("slow_pod:")] == [
+        f"slow_pod:{slow}"]

@@ -32,7 +32,7 @@ DEFAULT_STATE_DIR = ".lab"
 USAGE_ACTIONS = ("stats", *(f"fault {usage}" for usage in USAGE), "stop")
 # The lab settings this command offers as flags (the rest keep LabConfig's defaults).
 COMMAND_SETTINGS = ("nodes", "pods", "placement", "service_type", "node_port", "policy",
-                    "affinity", "proxy_mode", "pod_service_ms", "pod_concurrency",
+                    "affinity", "proxy_mode", "pod_service_ms", "slow_pod_ms", "pod_concurrency",
                     "external_ip", "block", "extra_api_nodes", "hop_ms", "restricted_token",
                     "lb_check_s", "restart_delay_s", "seed", "datapath")
 

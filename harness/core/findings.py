@@ -25,8 +25,9 @@ def build_findings(summary: Mapping[str, Any]) -> list[Row]:
     """Plain-sentence findings, most severe first; the LoadBalancer one closes the list."""
     findings: list[Row] = []
     for check in (_f_incidents, _f_failures, _f_ingress, _f_faults, _f_node_availability,
-                  _f_local_policy, _f_fairness, _f_zero_pods, _f_unknown_pods, _f_keepalive,
-                  _f_pod_arrivals, _f_cross_node, _f_snat, _f_lb_spread, _f_latency):
+                  _f_local_policy, _f_fairness, _f_slow_pods, _f_zero_pods, _f_unknown_pods,
+                  _f_keepalive, _f_pod_arrivals, _f_cross_node, _f_snat, _f_lb_spread,
+                  _f_latency):
         findings.extend(check(summary))
     findings = _without_contradictions(findings)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
@@ -363,6 +364,31 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
     if model.get("assumptions"):
         text += " (" + "; ".join(model["assumptions"]) + ")"
     return [_finding("pod_fairness", severity, text + ".", **metric)]
+
+
+def _f_slow_pods(s: Mapping[str, Any]) -> list[Row]:
+    """A slow pod gets fewer requests than kube-proxy's choice gives it, even when the
+    connections were spread as predicted: closed-loop clients on its connections wait
+    longer and send less. Named with its latency, whatever the spread verdict."""
+    rows = [p for p in s["pods"] if p["latency"]["p50"] and p["in_endpoints"]]
+    if len(rows) < 2:
+        return []
+    medians = sorted(p["latency"]["p50"] for p in rows)
+    typical = medians[len(medians) // 2]
+    out = []
+    for pod in rows:
+        expected, share = pod.get("expected_share") or 0.0, pod["share"] or 0.0
+        if pod["latency"]["p50"] >= 2 * typical and expected and share < 0.5 * expected:
+            out.append(_finding(
+                f"slow_pod:{pod['name']}", "warning",
+                f"Pod {pod['name']} is slow (p50 {ms(pod['latency']['p50'])} against "
+                f"{ms(typical)} typical) and served {pct(share)} of requests against "
+                f"{pct(expected)} expected: clients waiting on it send less, so the requests "
+                "do not follow kube-proxy's choice of connections; find why it is slow, or "
+                "balance by load (a LoadBalancer or a proxy with least-requests) rather than "
+                "per connection.", pod=pod["name"], share=share, expected_share=expected,
+                p50_ms=pod["latency"]["p50"], typical_p50_ms=typical))
+    return out
 
 
 def _uniform_fairness(s: Mapping[str, Any], fairness: Mapping[str, Any],

@@ -90,6 +90,9 @@ class LabConfig:
                                choices=_choices(PROXY_MODES, "iptables"))
     pod_service_ms: float = _setting(0.0, "time each request takes in a pod, ms (default 0)",
                                      type=float)
+    slow_pod_ms: float = _setting(
+        0.0, "time added to the first pod's requests, ms: an injected slow pod (default 0)",
+        type=float)
     pod_concurrency: int = _setting(
         0, "requests a pod serves at once; the rest queue (0: no cap)", type=int)
     external_ip: bool = _setting(True, "nodes have an InternalIP only", flag="--no-external-ip",
@@ -149,7 +152,8 @@ class LabConfig:
         for name in ("node_port", "seed", "block"):
             if getattr(self, name) is not None:
                 _need_int(name, getattr(self, name))
-        for name in ("pod_service_ms", "hop_ms", "lb_check_s", "restart_delay_s"):
+        for name in ("pod_service_ms", "slow_pod_ms", "hop_ms", "lb_check_s",
+                     "restart_delay_s"):
             _need_number(name, getattr(self, name))
         for name in ("external_ip", "restricted_token"):
             if not isinstance(getattr(self, name), bool):
@@ -170,7 +174,8 @@ class LabConfig:
         if self.node_port is not None and not NODE_PORTS[0] <= self.node_port <= NODE_PORTS[1]:
             raise LabError(f"--node-port must be in {NODE_PORTS[0]}-{NODE_PORTS[1]}, "
                            f"got {self.node_port}")
-        for name in ("pod_service_ms", "pod_concurrency", "extra_api_nodes", "hop_ms"):
+        for name in ("pod_service_ms", "slow_pod_ms", "pod_concurrency", "extra_api_nodes",
+                     "hop_ms"):
             if getattr(self, name) < 0:
                 raise LabError(f"{flag_of(name)} must not be negative")
         if self.extra_api_nodes > MAX_EXTRA_API_NODES:
@@ -218,6 +223,11 @@ class LabConfig:
             raise LabError(f"unknown lab setting(s) {', '.join(unknown)}; known: "
                            f"{', '.join(f.name for f in dataclasses.fields(cls))}")
         return cls(**data)
+
+    def service_ms(self, pod_index: int | None) -> float:
+        """A pod's service time: the first pod (index 0) is the slow one when slow_pod_ms is
+        set; replacements (no index) get the common time."""
+        return self.pod_service_ms + (self.slow_pod_ms if pod_index == 0 else 0.0)
 
     def replace(self, **settings: Any) -> LabConfig:
         return dataclasses.replace(self, **settings)

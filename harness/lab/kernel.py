@@ -69,6 +69,7 @@ class KernelDatapath:
         self.pods_dir = state_dir / "pods"
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.pods: dict[str, _Pod] = {}
+        self._first_pods = [pod.name for pod in state.pods]  # their order: slow_pod_ms's
         self.gone: dict[str, int] = {}  # killed pods' final counts
         self.node_index = {node.name: i for i, node in enumerate(state.live_nodes(), 1)}
         self.link_up: dict[str, bool] = {}
@@ -230,7 +231,9 @@ class KernelDatapath:
         config = self.config
         argv = ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "harness.helloworld",
                 "--host", pod.ip, "--port", str(pod.port), "--pod-name", pod.name,
-                "--node-name", pod.node, "--service-ms", str(config.pod_service_ms),
+                "--node-name", pod.node, "--service-ms", str(config.service_ms(
+                    self._first_pods.index(pod.name) if pod.name in self._first_pods
+                    else None)),
                 "--concurrency", str(config.pod_concurrency),
                 "--served-file", str(pod.served_file)]
         with open(self.pods_dir / f"{pod.name}.log", "ab") as log:

@@ -86,8 +86,8 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
 
     apps: dict[str, HelloApp] = {}
     servers: dict[str, Any] = {}
-    for pod in state.pods:
-        app = make_app(pod.name, pod.node, config.pod_service_ms, config.pod_concurrency)
+    for index, pod in enumerate(state.pods):
+        app = make_app(pod.name, pod.node, config.service_ms(index), config.pod_concurrency)
         try:
             servers[pod.name] = serve(app, pod.ip, pod.port)
         except OSError as err:
