@@ -8,8 +8,11 @@ Each sub-command lives in the module that owns the concept and exposes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+import traceback
 
 from harness import __version__
 from harness.errors import HarnessError
@@ -79,10 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(runner(args) or 0)
+        code = int(runner(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # `... | head` stopped reading: what was asked was done; say nothing more, as a
+        # process killed by SIGPIPE would (exit 128 + 13), and keep the exit flush quiet.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except HarnessError as err:
-        if debug:
-            raise
+        if debug:  # the traceback, and still the exit code a script keys on
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

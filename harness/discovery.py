@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,27 +409,42 @@ def load_inventory(path: str, opts: DiscoveryOptions | None = None) -> Target:
             raise DiscoveryError(
                 f"{at}.address must be an IP address or host name, got {address!r}"
             )
+        zone = item.get("zone")
+        if zone is not None and not isinstance(zone, str | int):
+            raise DiscoveryError(f"{at}.zone must be a name, got {_kind(zone)}")
         names.add(name)
         internal = _inventory_list(item, "internalIPs", None, at, _valid_ip, "IP addresses")
         cidrs = _inventory_list(item, "podCIDRs", "podCIDR", at, _valid_cidr, "CIDRs")
         nodes.append(Node(name=name, addresses={"inventory": address}, address=address,
-                          address_type="inventory", zone=item.get("zone"),
+                          address_type="inventory", zone=None if zone is None else str(zone),
                           ips=tuple(dict.fromkeys(
                               ([address] if _valid_ip(address) else []) + internal)),
                           pod_cidrs=tuple(cidrs)))
     endpoints = []
-    for i, item in enumerate(data.get("endpoints") or []):
+    raw_endpoints = data.get("endpoints") or []
+    if not isinstance(raw_endpoints, list):
+        raise DiscoveryError(f"{where}: 'endpoints' must be a list of {{pod, node}}, got "
+                             f"{_kind(raw_endpoints)}")
+    for i, item in enumerate(raw_endpoints):
         at = f"{where}: endpoints[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("pod"), str):
             raise DiscoveryError(f"{at} must be a mapping with a pod name")
-        node = item.get("node")
-        if node is not None and node not in names:
-            raise DiscoveryError(f"{at}.node {node!r} is not one of the listed nodes")
-        endpoints.append(Endpoint(pod=item["pod"], node=node, ip=str(item.get("ip", ""))))
+        node, ip = item.get("node"), item.get("ip")
+        if node is not None and (not isinstance(node, str) or node not in names):
+            raise DiscoveryError(f"{at}.node {_kind(node)} is not one of the listed nodes")
+        if ip is not None and not (isinstance(ip, str) and _valid_ip(ip)):
+            raise DiscoveryError(f"{at}.ip must be an IP address, got {_kind(ip)}")
+        endpoints.append(Endpoint(pod=item["pod"], node=node, ip=(ip or "").strip()))
     lb = svc.get("loadBalancer")
     if lb is not None and (not isinstance(lb, str) or not _valid_host(lb)):
         raise DiscoveryError(f"{where}: service.loadBalancer must be an address, got {lb!r}")
     port = _int_field(svc, "port", where + ": service", required=False) or node_port
+    if not 1 <= port <= 65535:
+        raise DiscoveryError(f"{where}: service.port {port} is not a port (1-65535)")
+    for key in ("name", "namespace", "type", "portName", "sessionAffinity"):
+        value = svc.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise DiscoveryError(f"{where}: service.{key} must be a name, got {_kind(value)}")
     policy = svc.get("externalTrafficPolicy", "Cluster")
     if policy not in ("Cluster", "Local"):
         raise DiscoveryError(f"{where}: service.externalTrafficPolicy must be Cluster or Local")
@@ -441,6 +458,13 @@ def load_inventory(path: str, opts: DiscoveryOptions | None = None) -> Target:
     )
     return Target(nodes=tuple(nodes), service=service, endpoints=tuple(endpoints),
                   source="inventory", server=None)
+
+
+def _kind(value: Any) -> str:
+    """What a wrong value is, briefly (a 10 000-item list is not repeated back)."""
+    if isinstance(value, list | dict):
+        return f"a {'list' if isinstance(value, list) else 'mapping'} of {len(value)}"
+    return repr(value)[:80]
 
 
 def _inventory_list(item: dict, key: str, single: str | None, where: str, valid,
@@ -550,6 +574,8 @@ class KubeApi:
                     f"context {context!r} not in kubeconfig {config_file}; "
                     f"contexts: {', '.join(map(str, names)) or 'none'}"
                 )
+            _KUBE_CONFIG_LOG.install()
+            _KUBE_CONFIG_LOG.exec_failure = None
             try:
                 kube_config.load_kube_config(
                     config_file=config_file, context=context,
@@ -557,8 +583,16 @@ class KubeApi:
                 )
             except (ConfigException, Exception) as err:
                 raise DiscoveryError(
-                    f"kubeconfig {config_file} context {context}: {_first_line(err)}"
+                    f"kubeconfig {config_file} context {context}: {_config_error(err)}"
                 ) from None
+            if _KUBE_CONFIG_LOG.exec_failure:
+                raise DiscoveryError(f"kubeconfig {config_file} context {context}: "
+                                     f"{_KUBE_CONFIG_LOG.exec_failure}")
+            if not configuration.host:
+                raise DiscoveryError(
+                    f"kubeconfig {config_file} context {context}: its cluster has no server "
+                    "URL; set it (kubectl config set-cluster NAME --server=https://HOST:6443)"
+                )
             namespace = (chosen.get("context") or {}).get("namespace") or "default"
             source = "kubeconfig"
         else:
@@ -573,7 +607,7 @@ class KubeApi:
         return cls(
             ApiClient(configuration=configuration),
             namespace=namespace, source=source, context=context,
-            server=configuration.host, timeout_s=opts.timeout_s,
+            server=safe_url(configuration.host), timeout_s=opts.timeout_s,
         )
 
     def close(self) -> None:
@@ -630,9 +664,18 @@ class KubeApi:
 
     def _unreachable(self, err: Exception) -> str:
         text = _first_line(err)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text:
+        if "CERTIFICATE_VERIFY_FAILED" in text:
             return (f"TLS verification failed for the API at {self.server}: the kubeconfig's "
                     "certificate authority does not match the server")
+        if any(mark in text for mark in _CLIENT_CERT_ERRORS):
+            return ("the kubeconfig's client certificate and key cannot be used (they do not "
+                    "match each other, or one is not valid PEM): check client-certificate(-data)"
+                    " and client-key(-data)")
+        if "SSLError" in text:
+            reason = re.search(r"\[([A-Z0-9]+: [A-Z0-9_]+)\]", text)
+            return (f"the TLS handshake with the API at {self.server} failed"
+                    f"{f' ({reason.group(1)})' if reason else ''}; is the server URL's port the "
+                    "API server's HTTPS port?")
         reason = "connection refused" if "refused" in text.lower() else (
             "timed out" if "timed out" in text.lower() else "unreachable")
         return (f"cannot reach the Kubernetes API at {self.server} ({reason}); is the cluster "
@@ -686,8 +729,67 @@ def _names(names: list[str], most: int = 5) -> str:
 
 
 def _first_line(err: Any) -> str:
-    text = str(err).strip()
+    text = scrub_urls(str(err).strip())
     return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+# -- keeping credentials out of messages ---------------------------------------------------
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+# OpenSSL's words for a client certificate or key it cannot load
+_CLIENT_CERT_ERRORS = ("KEY_VALUES_MISMATCH", "PEM lib", "PEM_R_", "NO_START_LINE",
+                       "X509: ", "EVP_LIB", "BAD_DECRYPT")
+
+
+def safe_url(url: str | None) -> str:
+    """A URL without its user:password part (https://user:pw@host -> https://host)."""
+    return scrub_urls(url or "")
+
+
+def scrub_urls(text: str) -> str:
+    return _URL_USERINFO.sub(r"\1", text)
+
+
+def _config_error(err: Exception) -> str:
+    """A kubeconfig loading error in one line, without what an exec plugin printed."""
+    text = _first_line(err)
+    return _exec_failure(text) if text.startswith("exec:") else text
+
+
+def _exec_failure(message: str) -> str:
+    # The plugin's stderr follows "process returned N." and may hold a token: never shown.
+    code = re.match(r"exec: process returned (-?\d+)", message)
+    what = f"exited with {code.group(1)}" if code else "gave no usable credential"
+    return (f"the kubeconfig's exec credential plugin {what}; run its command yourself "
+            "to see why (its output is not shown here: it can hold a token)")
+
+
+class _KubeConfigLog(logging.Filter):
+    """The kubernetes package logs an exec plugin's failure, stderr and all, on the root
+    logger (``logging.error(str(e))``), and carries on without credentials: this filter drops
+    its config-loading records and keeps the failure (without the stderr) to raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exec_failure: str | None = None
+        self.installed = False
+
+    def install(self) -> None:
+        if not self.installed:
+            logging.getLogger().addFilter(self)
+            self.installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        if "/kubernetes/config/" not in path:
+            return True
+        message = str(record.msg)
+        if message.startswith("exec:") and self.exec_failure is None:
+            self.exec_failure = _exec_failure(message)
+        return False
+
+
+_KUBE_CONFIG_LOG = _KubeConfigLog()
 
 
 def _replace(node: Node, **changes) -> Node:

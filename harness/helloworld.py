@@ -33,6 +33,7 @@ IDLE_TIMEOUT_S = 60.0  # the standalone server's default: a client silent this l
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                      b"Content-Length: 0\r\n\r\n")
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
+KILL_SIGNAL = signal.SIGUSR1  # die now, resetting every connection (the lab's pod kill)
 
 Environ = dict
 StartResponse = Callable[..., object]
@@ -185,6 +186,14 @@ class HelloHandler(pywsgi.WSGIHandler):
             return ("408", _TIMEOUT_RESPONSE)
         return super()._handle_client_error(ex)
 
+    def handle_error(self, t, v, tb):
+        # The pod was killed mid-request (HelloServer.kill): it dies without a word, no 500;
+        # the connection closes with the reset kill() armed.
+        if isinstance(v, gevent.GreenletExit):
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
+
     def _write_with_headers(self, data: bytes) -> None:
         # One send for headers and body (pywsgi makes two): one segment on the wire, as a
         # Go or Java server would send, and half the wake-ups for the lab's proxy.
@@ -252,6 +261,15 @@ class HelloServer(pywsgi.WSGIServer):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             greenlet.kill(block=False)
         self.connections.clear()
+
+
+def _die(server: HelloServer) -> None:
+    """Die at once, as a killed pod's process does, every open connection reset (not closed
+    with a FIN): what the lab's kernel datapath sends a pod it kills (KILL_SIGNAL)."""
+    for sock in list(server.connections):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    os._exit(137)  # 128 + SIGKILL, as the container runtime reports a killed process
 
 
 def _reset(sock) -> None:
@@ -332,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kubelet) and Ctrl-C: stop accepting, let in-flight requests finish.
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, 5))
+    gevent.signal_handler(KILL_SIGNAL, _die, server)
     server.serve_forever()
     return 0
 

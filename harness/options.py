@@ -7,9 +7,22 @@ become web-UI custom parameters, `locust.conf` keys and `LOCUST_*` environment v
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
+from pathlib import Path
 
 from harness.core.runinfo import CONNECTION_MODES, ENTRY_STRATEGIES, PLOTLYJS_MODES
+from harness.errors import HarnessError
 from harness.targets import add_target_arguments
+
+# What one Locust process can hold (each user is a greenlet with its own connections and
+# buffers): beyond it memory grows and the process stops keeping time. More users: more
+# processes (--processes N) or machines (--master / --worker).
+MAX_USERS_PER_PROCESS = 5_000
+# A run id names a folder inside --report-dir: a name, never a path.
+RUN_ID_MAX = 100
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def add_harness_options(parser, *, locust: bool = False) -> None:
@@ -17,7 +30,9 @@ def add_harness_options(parser, *, locust: bool = False) -> None:
 
     add = _adder(parser, locust)
 
-    add_target_arguments(parser, add=add)
+    # Discovery runs once, at start-up: the target options (paths among them: --kubeconfig,
+    # --inventory) are not web-UI parameters, as a form value could not change the target.
+    add_target_arguments(parser, add=lambda *names, **kwargs: add(*names, ui=False, **kwargs))
     add("--entry", default="all", choices=ENTRY_STRATEGIES,
         help="which node each request enters through: all (round-robin), random, single, "
              "sticky (one node per user) or lb (default: %(default)s)")
@@ -31,9 +46,30 @@ def add_harness_options(parser, *, locust: bool = False) -> None:
     add("--body", default='{"sender": "{user}"}',
         help="request body; {user} becomes the user id (default %(default)s)")
     add("--timeout", type=float, default=5.0,
-        help="connect and read timeout, seconds (default %(default)s)")
-    add("--report-dir", default="reports", help="folder for run folders (default %(default)s)")
-    add("--run-id", default="", help="name of the run folder (default: run-<time>)")
+        help="time limit of each whole request (connect, send, reply), seconds "
+             "(default %(default)s)")
+
+    def positive_count(text: str) -> int:
+        """A whole number >= 1, with an optional k/M/G (x1024) or KiB/MiB/GiB suffix."""
+        value = str(text).strip()
+        units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+                 "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+        scale = next((n for u, n in units.items() if value.lower().endswith(u)), 1)
+        digits = value.rstrip("BbIiKkMmGg") if scale > 1 else value
+        if not digits.isdigit() or int(digits) * scale < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        return int(digits) * scale
+
+    add("--max-body", type=positive_count, default=1024 * 1024,
+        help="largest reply body read (after decoding), bytes; k/M suffixes (default 1MiB); "
+             "a larger reply fails as too_large")
+    add("--max-pods", type=positive_count, default=1000,
+        help="distinct pod names recorded; beyond it replies count as pod (other) "
+             "(default %(default)s)")
+    add("--report-dir", default="reports", ui=False,
+        help="folder for run folders (default %(default)s)")
+    add("--run-id", default="", help="name of the run folder inside --report-dir: letters, "
+        f"digits, '.', '_', '-', at most {RUN_ID_MAX} (default: run-<time>)")
     add("--raw", default="", ui=False, help="also write every request to this .csv.gz file")
     add("--lab-fault", action="append", default=[], ui=False,
         help="lab only, repeatable: AT:node:NAME:down|up or AT:pod:NAME:kill|restart (AT: "
@@ -110,6 +146,50 @@ def _adder(parser, locust: bool):
     return add
 
 
+def web_ui_dests() -> list[str]:
+    """The options add_harness_options and add_capacity_options show in Locust's web UI."""
+    shown: list[str] = []
+
+    class _Collect:
+        def add_argument(self, *names, **kwargs):
+            if kwargs.get("include_in_web_ui", True):
+                shown.append(kwargs.get("dest") or names[-1].lstrip("-").replace("-", "_"))
+
+        def add_argument_group(self, *_args, **_kwargs):
+            return self
+
+    add_harness_options(_Collect(), locust=True)
+    add_capacity_options(_Collect(), locust=True)
+    return shown
+
+
+def option_types() -> dict[str, tuple[object, object]]:
+    """dest -> (type function, default) of every harness and capacity option with a type."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_harness_options(parser)
+    add_capacity_options(parser)
+    return {a.dest: (a.type, a.default) for a in parser._actions if a.type is not None}
+
+
+def retype(options, values: dict[str, str] | None = None) -> None:
+    """Give typed options their type: Locust's web UI stores a form's value as text when the
+    option's default is None (a threshold). `values` (dest -> text) are set first; a value
+    its type refuses raises HarnessError."""
+    types = option_types()
+    for dest, text in (values or {}).items():
+        setattr(options, dest, text)
+    for dest, (kind, default) in types.items():
+        value = getattr(options, dest, None)
+        if isinstance(value, str) and kind is not str:
+            if value.strip() == "":  # an empty form field: not given
+                setattr(options, dest, default)
+                continue
+            try:
+                setattr(options, dest, kind(value))  # type: ignore[operator]
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                raise HarnessError(f"--{dest.replace('_', '-')} {value!r}: {err}") from None
+
+
 def harness_dests() -> list[argparse.Action]:
     """The actions add_harness_options defines (to turn parsed args back into argv)."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -128,8 +208,61 @@ def to_argv(args) -> list[str]:
         if isinstance(action, argparse._StoreTrueAction):
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                argv += [flag, str(item)]
+            # flag=value: a value starting with "-" (--lab-fault=-1:...) is not a flag
+            argv += [f"{flag}={item}" for item in value]
         else:
-            argv += [flag, str(value)]
+            argv.append(f"{flag}={value}")
     return argv
+
+
+# -- checks shared by the commands and the Locust edge -----------------------------------------
+
+def check_run_id(run_id: str) -> str:
+    """A run id is a folder name inside --report-dir: letters, digits, '.', '_' and '-',
+    starting with a letter or digit (so never '.', '..' or a path), at most RUN_ID_MAX."""
+    text = str(run_id)
+    if len(text) > RUN_ID_MAX:
+        raise HarnessError(f"--run-id is {len(text):,} characters long; use at most "
+                           f"{RUN_ID_MAX}")
+    if not _RUN_ID.fullmatch(text):
+        shown = text.encode("unicode_escape").decode("ascii")
+        raise HarnessError(f"--run-id {shown!r} is not a folder name: use letters, digits, "
+                           "'.', '_' and '-', starting with a letter or digit")
+    return text
+
+
+def run_folder(report_dir: str | os.PathLike, run_id: str) -> Path:
+    """The run's folder: `run_id` (checked) inside `report_dir`, and nowhere else."""
+    base = Path(report_dir).resolve()
+    folder = (base / check_run_id(run_id)).resolve()
+    if folder.parent != base:  # a symlink named like the run cannot lead elsewhere either
+        raise HarnessError(f"--run-id {run_id!r}: {folder} is not inside --report-dir {base}")
+    return Path(report_dir) / run_id
+
+
+def check_numbers(options) -> None:
+    """Every number option must be finite: NaN passes every comparison check (a --timeout of
+    nan never times out, a threshold of nan never breaches) and infinity never ends."""
+    for name, value in sorted(vars(options).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HarnessError(f"--{name.strip('_').replace('_', '-')} must be a finite "
+                               f"number, got {value}")
+
+
+def users_limit(processes: int | None) -> int:
+    """Users the given Locust processes can hold (None or 1: this process alone; -1: one
+    per core)."""
+    count = (os.cpu_count() or 1) if processes == -1 else max(1, processes or 1)
+    return MAX_USERS_PER_PROCESS * count
+
+
+def check_users(users: int | None, processes: int | None, flag: str = "-u/--users") -> None:
+    """More users than the processes can hold: one line saying how to spread them."""
+    limit = users_limit(processes)
+    if users is not None and users > limit:
+        count = limit // MAX_USERS_PER_PROCESS
+        where = "one Locust process" if count == 1 else f"{count} Locust processes"
+        raise HarnessError(
+            f"{flag} {users:,} is more than {where} can hold (at most "
+            f"{MAX_USERS_PER_PROCESS:,} users per process): spread them over processes with "
+            "--processes N, or over machines with Locust's --master/--worker")

@@ -217,6 +217,13 @@ def test_worker_killed_mid_run_the_master_keeps_what_it_got_and_says_so(lab, tmp
     assert all(recorded.get(p, 0) <= n for p, n in served.items())
     assert set(recorded) <= set(served)
     assert sum(recorded.values()) < sum(served.values())  # the dead worker's last seconds
+    # How many went with it: its last rate over the seconds it ran on after its last report.
+    lost = sum(served.values()) - sum(recorded.values())
+    estimate = dead["lost_estimate"]
+    assert estimate > 0 and lost / 3 <= estimate <= lost * 3, (estimate, lost, dead)
+    assert f"about {estimate:,} requests lost with it" in info["partial"]
+    assert f"about {estimate:,} requests lost with it" in html
+    assert f"about {estimate:,} requests lost with it" in (run_dir / "summary.md").read_text()
 
 
 class Forwarder:

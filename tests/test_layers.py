@@ -46,7 +46,7 @@ THIRD_PARTY: dict[str, set[str]] = {
     "plotly": {"report"},
     "markupsafe": {"report"},
 }
-CORE_THIRD_PARTY = {"numpy", "scipy"}  # the core's only non-stdlib imports
+CORE_THIRD_PARTY = {"numpy", "scipy", "regex"}  # the core's only non-stdlib imports
 LISTENERS = "harness.plugin.listeners"
 MAY_IMPORT_LISTENERS = {"harness.plugin.locustfile", "harness.plugin.capacity_shape"}
 

@@ -33,7 +33,10 @@ FAULTS = ["1:node:node-1:down", "2.5:node:node-1:up"]
 # Hidden options the harness sets for itself (never typed by a user, never in the web UI).
 INTERNAL = {"nodeport_target", "capacity_lab"}
 # Kept out of Locust's web-UI form: files and schedules that belong to the command line.
-NOT_IN_WEB_UI = {"raw", "lab_fault", "progress", *INTERNAL}
+# Fixed at start-up: where files go, and the target (discovery runs once, at start-up).
+TARGET = {"lab", "lab_datapath", "kubeconfig", "context", "namespace", "service", "port_name",
+          "port", "address_type", "inventory", "include_control_plane", "include_not_ready"}
+NOT_IN_WEB_UI = {"raw", "lab_fault", "progress", "report_dir", *TARGET, *INTERNAL}
 
 
 def harness_parser() -> argparse.ArgumentParser:
@@ -63,7 +66,7 @@ def other_value(action: argparse.Action) -> tuple[list[str], str]:
         text = next(str(c) for c in reversed(list(action.choices)) if c != action.default)
     elif action.type is float:
         text = "0.25"
-    elif action.type is int:
+    elif action.type is int or getattr(action.type, "__name__", "") == "positive_count":
         text = "7"
     elif action.dest == "capacity_lab":
         text = '{"true_capacity_rps": 150.0}'
@@ -82,8 +85,9 @@ def test_every_harness_option_round_trips_through_to_argv():
         assert getattr(typed, action.dest) != action.default, action.dest
     argv = to_argv(typed)
     assert parser.parse_args(argv) == typed
-    for action in actions:
-        assert action.option_strings[-1] in argv, action.dest
+    for action in actions:  # flag=value: a value may start with "-" (--lab-fault=-1:...)
+        flag = action.option_strings[-1]
+        assert any(w == flag or w.startswith(flag + "=") for w in argv), action.dest
 
 
 def test_defaults_give_no_arguments_and_the_hidden_target_never_travels():
@@ -92,7 +96,7 @@ def test_defaults_give_no_arguments_and_the_hidden_target_never_travels():
     assert to_argv(args) == []
     args.nodeport_target = '{"nodes": []}'  # set by the master for its workers only
     args.entry = "sticky"
-    assert to_argv(args) == ["--entry", "sticky"]
+    assert to_argv(args) == ["--entry=sticky"]
 
 
 def test_the_run_command_hands_its_options_to_locust():
@@ -104,8 +108,8 @@ def test_the_run_command_hands_its_options_to_locust():
     argv = run_command.locust_argv(args)
     assert argv[:3] == [sys.executable, "-m", "locust"]
     tail = argv[argv.index("-t") + 2:]
-    assert tail == ["--entry", "single", "--node", "node-2", "--lab-fault", FAULTS[0],
-                    "--max-p95-ms", "50.0", "--require-all-pods"]
+    assert tail == ["--entry=single", "--node=node-2", f"--lab-fault={FAULTS[0]}",
+                    "--max-p95-ms=50.0", "--require-all-pods"]
 
 
 def test_the_vocabulary_comes_from_runinfo():

@@ -161,7 +161,8 @@ for client in clients:
     listeners._worker_info(run, client.id)
 run.workers["w-done"].update(reports=3, last_report=1009.0, final=1010.3)
 run.workers["w-early"].update(reports=1, last_report=1003.0, final=1004.0)  # left on its own
-run.workers["w-dead"].update(reports=2, last_report=1006.04)
+# Its last rate, and when it was last seen alive: it died about then.
+run.workers["w-dead"].update(reports=2, last_report=1006.04, rate=100.0, alive_at=1007.0)
 run.workers["w-stuck"].update(reports=3, last_report=1009.5)
 run.finals.update({"w-done", "w-early"})
 listeners._note_lost_workers(run, runner)
@@ -189,12 +190,17 @@ def test_the_lost_worker_note_says_whose_data_ends_when():
     assert workers["w-silent"]["data_until_s"] == 0
     dead, stuck = workers["w-dead"], workers["w-stuck"]
     assert out["lost"] is True
+    # The requests lost with it: its last rate over the seconds it went on (0.96 s).
+    assert dead["lost_estimate"] == 96 and dead["lost_seconds"] == pytest.approx(1.0)
+    assert stuck["lost_estimate"] is None and workers["w-silent"]["lost_estimate"] is None
+    assert "lost_estimate" not in workers["w-done"]
     assert out["partial"].split("; ") == [
         f"worker 2 (w-dead) missing: its data ends at {dead['data_until_s']} s "
-        "(last of 2 reports)",
-        "worker 3 (w-silent) missing: it sent no data",
+        "(last of 2 reports), about 96 requests lost with it (its last rate, 100.0 req/s, "
+        "over the 1.0 s it went on after that report)",
+        "worker 3 (w-silent) missing: it sent no data (how many requests it made is unknown)",
         f"worker 4 (w-stuck) no final report: its data ends at {stuck['data_until_s']} s "
-        "(last of 3 reports)",
+        "(last of 3 reports), how many requests were lost with it is unknown",
     ]
 
 

@@ -412,7 +412,7 @@ def test_to_dict_from_dict_round_trip_through_json():
     data = json.loads(json.dumps(recorder.to_dict(), allow_nan=False))
     again = SpreadRecorder.from_dict(data).to_dict()
     assert canonical(again) == data
-    assert data["limits"] == {"max_pods": 50, "max_connections": 500}
+    assert data["limits"] == {"max_pods": 50, "max_connections": 500, "pod_names_over_cap": 0}
 
 
 def test_merge_refuses_other_schemas():

@@ -252,7 +252,8 @@ def test_malformed_run_data_is_one_clear_error(tmp_path):
     spread = json.loads((run_dir / "spread.json").read_text())
     spread["entry_nodes"]["node-1"] = 5
     (run_dir / "spread.json").write_text(json.dumps(spread))
-    with pytest.raises(ReportError, match="holds malformed run data"):
+    with pytest.raises(ReportError, match="entry_nodes/node-1 should be an object, not an "
+                                          "integer"):
         build_report(run_dir)
 
 

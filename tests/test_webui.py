@@ -198,7 +198,7 @@ def test_template_args_keep_other_plugins_entries():
 # -- the routes, in a real Locust web UI (subprocess) ----------------------------------------
 
 ROUTES_SCRIPT = textwrap.dedent('''
-    import json, sys
+    import json, sys, time
     from locust.argument_parser import get_parser
     from locust.env import Environment
     import harness.plugin.listeners  # noqa: F401  (registers our options on Locust's parser)
@@ -225,7 +225,7 @@ ROUTES_SCRIPT = textwrap.dedent('''
         result = out["login" if login else "open"] = {}
         result["before"] = client.get("/nodeport/report").status_code
         run.recorder = SpreadRecorder(target.pod_nodes(), nodes=[n.name for n in target.nodes])
-        run.run_id, run.started = "live-test", 1.0
+        run.run_id, run.started = "live-test", time.time() - 5.0
         for _ in range(30):
             run.recorder.record("node-1", "pod-a", 2.0)
             run.recorder.record("node-2", "pod-a", 3.0)

@@ -61,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.commands import run as run_cmd
+    from harness.options import check_numbers, check_users
 
+    check_numbers(args)  # NaN and infinity pass every range check below
+    for flag in ("start_users", "max_users", "step_users"):
+        check_users(getattr(args, flag), args.processes, "--" + flag.replace("_", "-"))
     plan = make_plan(args)
     if args.lab and min(args.lab_nodes, args.lab_pods, args.lab_pod_concurrency) < 1:
         raise HarnessError("--lab-nodes, --lab-pods and --lab-pod-concurrency must be at least 1")
@@ -101,7 +105,8 @@ def _target(args: argparse.Namespace) -> Iterator[dict[str, Any] | None]:
 
     with LabCluster(nodes=args.lab_nodes, pods=args.lab_pods,
                     pod_service_ms=args.lab_pod_service_ms,
-                    pod_concurrency=args.lab_pod_concurrency) as lab:
+                    pod_concurrency=args.lab_pod_concurrency,
+                    datapath=getattr(args, "lab_datapath", None) or "userspace") as lab:
         args.lab, args.kubeconfig = False, str(lab.kubeconfig)
         yield {"pods": len(lab.pods), "nodes": len(lab.nodes),
                "pod_service_ms": args.lab_pod_service_ms,

@@ -22,6 +22,7 @@ from typing import Any
 from harness.core.findings import worst_incident
 from harness.core.text import fair_index, ms, number, pct, rate, secs
 from harness.errors import HarnessError
+from harness.lab.config import DATAPATHS
 
 DEMO_SCHEMA = "nodeport-harness/demo/v1"
 PLACEMENT = [3, 2, 1]
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the demo folder goes (default %(default)s)")
     parser.add_argument("--only", default="",
                         help="comma-separated scenario ids to run (default: all)")
+    parser.add_argument("--datapath", default=DATAPATHS[0], choices=DATAPATHS,
+                        help="the lab's datapath: userspace (default) or kernel (nodes and pods "
+                             "in network namespaces, kube-proxy's iptables rules; needs root)")
 
 
 def run(args) -> int:
@@ -111,7 +115,8 @@ def run(args) -> int:
     write_text_atomic(demo_dir / ".started", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     started = time.time()
     with LabCluster(nodes=3, placement=PLACEMENT, service_type="LoadBalancer",
-                    lb_check_s=0.5) as lab:
+                    lb_check_s=0.5, datapath=getattr(args, "datapath", None) or DATAPATHS[0]
+                    ) as lab:
         progress = _progress(len(chosen))
         for scenario in chosen:
             progress.step(scenario.title)

@@ -50,6 +50,8 @@ def run_compare(args: argparse.Namespace) -> int:
     result = build_compare(args.run_dirs, args.out_dir, plotlyjs=args.plotlyjs)
     for path in result["files"].values():
         print(path)
+    for warning in result.get("warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr)
     for check in result["whatif_checks"]:  # a run that re-ran another's what-if for real
         print(f"{check['rerun']} re-ran {check['original']}'s what-if ({check['title']}): "
               f"{check['sentence']}", file=sys.stderr)

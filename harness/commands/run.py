@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -21,7 +22,14 @@ from pathlib import Path
 
 from harness.core.text import parse_duration
 from harness.errors import HarnessError
-from harness.options import add_harness_options, to_argv
+from harness.options import (
+    add_harness_options,
+    check_numbers,
+    check_run_id,
+    check_users,
+    run_folder,
+    to_argv,
+)
 
 LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "locustfile.py"
 
@@ -45,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def validate(args) -> None:
+    check_numbers(args)
     if args.users < 1:
         raise HarnessError(f"-u/--users must be at least 1, got {args.users}")
     if args.spawn_rate is not None and args.spawn_rate <= 0:
@@ -56,8 +65,13 @@ def validate(args) -> None:
         args.processes is not None and args.processes < -1
     ):
         raise HarnessError("--processes must be a positive number or -1")
+    check_users(args.users, args.processes)
     if args.timeout <= 0:
         raise HarnessError(f"--timeout must be positive, got {args.timeout}")
+    if args.stop_timeout is not None and args.stop_timeout < 0:
+        raise HarnessError(f"--stop-timeout must not be negative, got {args.stop_timeout}")
+    if args.run_id:
+        check_run_id(args.run_id)
     if args.locustfile and not Path(args.locustfile).is_file():
         raise HarnessError(f"--locustfile {args.locustfile} does not exist")
     from harness.report.files import check_writable
@@ -75,7 +89,8 @@ def locust_argv(args) -> list[str]:
     if args.processes:
         argv += ["--processes", str(args.processes)]
     if args.stop_timeout is not None:
-        argv += ["--stop-timeout", str(args.stop_timeout)]
+        # Locust reads whole seconds only ("1.0" is refused): round up, never cut short.
+        argv += ["--stop-timeout", str(math.ceil(args.stop_timeout))]
     return argv + to_argv(args)
 
 
@@ -84,7 +99,7 @@ def run(args, quiet: bool = False) -> int:
     validate(args)
     if not args.run_id:
         args.run_id = time.strftime("run-%Y%m%d-%H%M%S")
-    run_dir = Path(args.report_dir) / args.run_id
+    run_dir = run_folder(args.report_dir, args.run_id)
     args.progress = not quiet and (args.progress or sys.stderr.isatty())
     argv = locust_argv(args)
     out = None

@@ -15,7 +15,9 @@
   in_endpoints, successes, failures, share (of successes over ``fairness.pods``),
   expected_share (1 / pods), band_low / band_high (the 95 % range of that share under a
   uniform spread: binomial), within_band, latency. ``zero_pods``: endpoint pods with no
-  success. ``unknown_successes``: replies that named no pod.
+  success. ``unknown_successes``: replies that named no pod (or one beyond the recorder's
+  cap); ``pod_cap``: ``max_pods``, ``names_over_cap`` (distinct names beyond it, at least),
+  ``other_successes`` (the replies that named one of them).
 - ``fairness``: pods, jain, cv, max_min_ratio (``null`` when a pod got nothing), chi2,
   chi2_p (against uniform).
 - ``cross_node``: share (cross / (local + cross)), local / cross_node / unknown latency
@@ -299,6 +301,12 @@ def _pods(
         "unknown_successes": sum(
             seen.get(p, {}).get("successes", 0) for p in (UNKNOWN_POD, OTHER_POD)
         ),
+        # Of those, the replies that named a pod beyond the recorder's cap ("(other)").
+        "pod_cap": {
+            "max_pods": (spread.get("limits") or {}).get("max_pods"),
+            "names_over_cap": (spread.get("limits") or {}).get("pod_names_over_cap") or 0,
+            "other_successes": seen.get(OTHER_POD, {}).get("successes", 0),
+        },
         "fairness": {
             "pods": len(names),
             "jain": jain_index(counts),

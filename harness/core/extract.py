@@ -4,14 +4,21 @@
 with ``headers`` and ``content``, e.g. Locust's FastResponse) -> pod name or None. It reads
 the body only when the spec needs it, and never raises on a reply: a reply it can't read
 gives None, which the recorder counts as pod "unknown". Pure: no Locust import.
+
+``regex:PATTERN`` runs on the `regex` module (re-compatible syntax) over a reply's first
+4 KiB with a time budget per match (``REGEX_BUDGET_S``): Python's ``re`` backtracks without
+bound and cannot be interrupted (``([a-z0-9]+-?)+Z`` took 104 s for two replies, and a
+SIGTERM waited for it). A match over budget gives None and one warning line.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import regex
 
 from harness.errors import HarnessError
 
@@ -25,6 +32,9 @@ MAX_POD_NAME = 253  # a DNS subdomain: longer is not a pod name
 # body over 1 MiB is not parsed (its pod is "unknown": use --pod-from header:NAME).
 MAX_SCAN = 64 * 1024
 MAX_JSON = 1024 * 1024
+REGEX_SCAN = 4 * 1024  # regex:PATTERN looks at a reply's first 4 KiB only
+REGEX_BUDGET_S = 0.02  # and gives up on a match after 20 ms
+log = logging.getLogger("harness.extract")
 
 
 def make_extractor(spec: str) -> Extractor:
@@ -45,11 +55,11 @@ def make_extractor(spec: str) -> Extractor:
         return _with_header(lambda reply: clean_pod_name(_text(reply.content)), None)
     if kind == "regex" and arg:
         try:
-            pattern = re.compile(arg)
-        except re.error as err:
+            pattern = regex.compile(arg)
+        except (regex.error, ValueError, TypeError) as err:
             raise HarnessError(f"--pod-from regex:{arg} is not a valid regular expression: {err}") \
                 from None
-        return _with_header(lambda reply: _regex(pattern, reply.content), None)
+        return _with_header(_RegexExtractor(pattern, arg), None)
     raise HarnessError(
         f"--pod-from {spec!r} is not understood; use auto, json:FIELD, header:NAME, body "
         "or regex:PATTERN"
@@ -159,15 +169,33 @@ def _text(body) -> str | None:
     return lines[0].strip() if lines else None
 
 
-def _regex(pattern: re.Pattern, body) -> str | None:
-    if not body:
-        return None
-    body = body[:MAX_SCAN]
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
-    match = pattern.search(text)
-    if not match:
-        return None
-    return clean_pod_name(match.group(1) if match.groups() else match.group(0))
+class _RegexExtractor:
+    """regex:PATTERN over a reply's first REGEX_SCAN bytes, each match within REGEX_BUDGET_S;
+    ``too_slow`` counts the replies whose match ran out of time (their pod is unknown)."""
+
+    def __init__(self, pattern, spec: str):
+        self.pattern, self.spec, self.too_slow = pattern, spec, 0
+
+    def __call__(self, reply) -> str | None:
+        body = reply.content
+        if not body:
+            return None
+        body = body[:REGEX_SCAN]
+        text = (body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray)
+                else str(body))
+        try:
+            match = self.pattern.search(text, timeout=REGEX_BUDGET_S)
+        except TimeoutError:
+            self.too_slow += 1
+            if self.too_slow == 1:
+                log.warning("--pod-from regex:%s is too slow: a match ran over %g ms on a "
+                            "reply's first %d KiB and was stopped; such replies count as pod "
+                            "unknown (simplify the pattern)", self.spec[:200],
+                            REGEX_BUDGET_S * 1000, REGEX_SCAN // 1024)
+            return None
+        if not match:
+            return None
+        return clean_pod_name(match.group(1) if match.groups() else match.group(0))
 
 
 def clean_pod_name(value) -> str | None:

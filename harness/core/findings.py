@@ -10,7 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.core.faults import verb as fault_verb
-from harness.core.text import fair_index, ms, number, p_value, pct, rate, secs, times
+from harness.core.text import (
+    fair_index,
+    ms,
+    name_list,
+    number,
+    p_value,
+    pct,
+    rate,
+    secs,
+    times,
+)
 
 SEVERITIES = ("critical", "warning", "info", "ok")
 
@@ -175,7 +185,7 @@ def _f_ingress(s: Mapping[str, Any]) -> list[Row]:
                 f"{pct(even)} for an even spread over {number(len(targeted))} nodes; if it fails, "
                 f"{pct(share)} of clients fail")
         if unused:
-            text += f" ({', '.join(unused)} got nothing)"
+            text += f" ({name_list(unused)} got nothing)"
         return [_finding("ingress_concentration", "warning", text + ".", unused=unused,
                          **metric)]
     low = min(n["requests"] for n in entered) / total
@@ -347,7 +357,7 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
         worst = (model.get("outliers") or [None])[0]
         text = f"The pod spread deviates from what kube-proxy's {choice} predicts ({p})"
         if model.get("unexpected_pods"):
-            text += (f": {', '.join(model['unexpected_pods'][:3])} served although the rules "
+            text += (f": {name_list(model['unexpected_pods'], 3)} served although the rules "
                      "give it nothing")
         elif worst:
             text += (f": pod {worst['pod']} got {pct(worst['share'])} against "
@@ -359,7 +369,7 @@ def _f_fairness(s: Mapping[str, Any]) -> list[Row]:
         text += f". {even}"
         severity = "critical" if jain is not None and jain < 0.5 else "warning"
     if model.get("excluded"):
-        text += (f"; {', '.join(model['excluded'][:3])} joined or left during the run and "
+        text += (f"; {name_list(model['excluded'], 3)} joined or left during the run and "
                  "are judged apart (their incidents and arrivals tell it)")
     if model.get("assumptions"):
         text += " (" + "; ".join(model["assumptions"]) + ")"
@@ -454,7 +464,7 @@ def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:
         out.append(_finding("pods_without_traffic", "ok",
                             f"All {number(len(existing))} pods served requests.", zero=[]))
     elif zero and s["totals"]["successes"]:
-        names = ", ".join(f"{p['name']} (on {p['node']})" if p["node"] else p["name"]
+        names = name_list(f"{p['name']} (on {p['node']})" if p["node"] else p["name"]
                           for p in zero)
         text = f"{number(len(zero))} of {number(len(existing))} pods received nothing: {names}"
         service = s["service"] or {}
@@ -475,21 +485,41 @@ def _f_zero_pods(s: Mapping[str, Any]) -> list[Row]:
         out.append(_finding(
             "pods_not_in_endpoints", "info",
             f"{number(len(stray))} pods served traffic but were not in the discovered endpoints "
-            f"({', '.join(stray[:5])}{', ...' if len(stray) > 5 else ''}): pods were replaced "
+            f"({name_list(stray)}): pods were replaced "
             "during the run or the target is stale.", pods=stray))
     return out
 
 
 def _f_unknown_pods(s: Mapping[str, Any]) -> list[Row]:
-    unknown, successes = s["unknown_successes"], s["totals"]["successes"]
+    """Replies that named no pod, and apart from them replies whose pod name came beyond
+    the recorder's cap (counted as "(other)"): those did name one, --pod-from is fine."""
+    successes = s["totals"]["successes"]
+    cap = s.get("pod_cap") or {}
+    other = cap.get("other_successes") or 0
+    unknown = s["unknown_successes"] - other
+    rows = []
     share = fraction(unknown, successes)
-    if not share or share < 0.01:
-        return []
-    return [_finding(
-        "unknown_pod", "critical" if share >= 0.5 else "warning",
-        f"{pct(share)} of successful replies did not name a pod ({number(unknown)} of "
-        f"{number(successes)}): per-pod figures are incomplete; check --pod-from.",
-        unknown=unknown, successes=successes, share=share)]
+    if share and share >= 0.01:
+        rows.append(_finding(
+            "unknown_pod", "critical" if share >= 0.5 else "warning",
+            f"{pct(share)} of successful replies did not name a pod ({number(unknown)} of "
+            f"{number(successes)}): per-pod figures are incomplete; check --pod-from.",
+            unknown=unknown, successes=successes, share=share))
+    other_share = fraction(other, successes)
+    if other_share:
+        limit, over = cap.get("max_pods"), cap.get("names_over_cap") or 0
+        seen = f"at least {number((limit or 0) + over)}" if over else "more"
+        rows.append(_finding(
+            "pod_cap", "critical" if other_share >= 0.5 else "warning",
+            f"Replies named {seen} distinct pods, over the {number(limit)} the run records: "
+            f"{pct(other_share)} of successful replies ({number(other)} of {number(successes)}) "
+            "named a pod beyond the first "
+            f"{number(limit)} and are counted together as \"(other)\", so per-pod figures are "
+            "incomplete; raise the cap with --max-pods, or check that --pod-from reads a pod "
+            "name and not a per-request value.",
+            other=other, successes=successes, share=other_share, max_pods=limit,
+            names_over_cap=over))
+    return rows
 
 
 def _f_keepalive(s: Mapping[str, Any]) -> list[Row]:
@@ -663,7 +693,7 @@ def _f_lb_spread(s: Mapping[str, Any]) -> list[Row]:
         severity = "info"
         text = (f"{lb_name} spread requests unevenly: {top} took {pct(share)} "
                 f"against {pct(even)} for an even spread over {number(len(counts))} nodes"
-                + (f" ({', '.join(unused)} got nothing)" if unused else ""))
+                + (f" ({name_list(unused)} got nothing)" if unused else ""))
     else:
         severity = "ok"
         low = min(v for v in shares.values() if v is not None)

@@ -125,4 +125,5 @@ class Target:
 
 
 def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+    # An IPv6 zone (fe80::1%eth0) is written %25eth0 inside a URL (RFC 6874).
+    return f"[{address.replace('%', '%25')}]" if ":" in address else address

@@ -30,7 +30,8 @@ A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index 
 - ``failure_latency``: hist of failed requests' latencies.
 - ``entry_nodes``: entry node (or entry point, e.g. ``lb``) -> ``requests``, ``successes``,
   ``failures``, ``pods`` (pod -> successes that entered here), ``failure_kinds`` (kind ->
-  count; kinds: refused, timeout, reset, bad_reply, other, http_4xx, http_5xx, ... ),
+  count; kinds: refused, timeout, reset, bad_reply, too_large (over --max-body), other,
+  http_4xx, http_5xx, ... ),
   ``http_status`` (exact status code as a string -> count, for http_* failures),
   ``latency`` (hist of successes entering here), ``failure_latency`` (hist of its
   failures), ``via_nodes`` (a LoadBalancer entry only: node the reply came through ->
@@ -51,7 +52,8 @@ A *hist* is a sparse list of ``[bucket_index, count]`` pairs in ascending index 
   ``distinct_pods`` (number of distinct known pods, as a string -> connections),
   ``requests_per_connection`` (hist, in the same layout over integer counts: exact < 128).
 - ``markers``: ``[{"t": epoch seconds, "label": text}]`` (fault annotations).
-- ``limits``: ``max_pods``, ``max_connections``.
+- ``limits``: ``max_pods``, ``max_connections``, ``pod_names_over_cap`` (distinct names
+  beyond ``max_pods``, at least).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ from harness.errors import DataError
 SPREAD_SCHEMA = "nodeport-harness/spread/v1"
 UNKNOWN_POD = "unknown"
 OTHER_POD = "(other)"
-FAILURE_KINDS = ("refused", "timeout", "reset", "bad_reply", "other")
+OVER_CAP_COUNTED = 100_000  # distinct over-the-cap names counted, at most (memory stays flat)
+FAILURE_KINDS = ("refused", "timeout", "reset", "bad_reply", "too_large", "other")
 LOCALITIES = ("local", "cross_node", "unknown")
 MAX_PODS = 1000
 MAX_CONNECTIONS = 10_000
@@ -189,6 +192,10 @@ class SpreadRecorder:
         self._raw = raw
         self.max_connections = max_connections
         self.max_pods = max_pods
+        # Distinct names beyond the cap, counted (not kept as pods) up to OVER_CAP_COUNTED,
+        # for the run's whole life (drains keep it): the reports say how many were lumped.
+        self._over_cap: set[str] = set()
+        self._over_cap_merged = 0
         # Live connections survive drains: their totals are only known when they finish.
         # A plain dict (insertion-ordered, faster to look up than OrderedDict).
         self._live: dict[object, list[Any]] = {}
@@ -322,6 +329,8 @@ class SpreadRecorder:
         pod = self._pods.get(name)
         if pod is None:
             if len(self._pods) >= self.max_pods and name not in (UNKNOWN_POD, OTHER_POD):
+                if len(self._over_cap) < OVER_CAP_COUNTED:
+                    self._over_cap.add(name)
                 return self._pod(OTHER_POD)
             pod = self._pods[name] = _Pod(name, self.pod_nodes.get(name))
         return pod
@@ -500,6 +509,8 @@ class SpreadRecorder:
         data = other.to_dict() if isinstance(other, SpreadRecorder) else other
         check_spread(data)
         self.flush()
+        self._over_cap_merged = max(self._over_cap_merged,
+                                    int((data.get("limits") or {}).get("pod_names_over_cap") or 0))
         self.update_pod_nodes(data.get("pod_nodes", {}))
         if data.get("start") is not None:
             self._start = min(self._start, data["start"])
@@ -634,8 +645,14 @@ class SpreadRecorder:
                 "requests_per_connection": [[i, n] for i, n in sorted(requests_hist.items())],
             },
             "markers": sorted((dict(m) for m in self._markers), key=lambda m: m["t"]),
-            "limits": {"max_pods": self.max_pods, "max_connections": self.max_connections},
+            "limits": {"max_pods": self.max_pods, "max_connections": self.max_connections,
+                       "pod_names_over_cap": self.names_over_cap()},
         }
+
+    def names_over_cap(self) -> int:
+        """Distinct pod names seen beyond ``max_pods`` (counted as "(other)"), at least:
+        merged from other processes as the largest count (they may share names)."""
+        return max(len(self._over_cap), self._over_cap_merged)
 
 
 def _trimmed(name: object) -> str:

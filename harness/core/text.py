@@ -156,6 +156,33 @@ def when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
 
 
+# -- names from the cluster and from replies -------------------------------------------------
+
+# C0/C1 controls, DEL, and the invisible or direction-changing format characters: a name
+# holding one could rewrite a terminal (ESC [ ...), break a CSV or Markdown row, or read as
+# another name.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: object) -> str:
+    """``text`` with every control or invisible character written as an escape (``\\x1b``),
+    so a name from the cluster or a reply shows as text and never acts on the terminal."""
+    return _UNPRINTABLE.sub(lambda m: _escape(m.group()), str(text))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def name_list(names: object, shown: int = 5) -> str:
+    """Names for a sentence, at most ``shown`` of them: "node-1, node-2, ... and 9,990 more"."""
+    names = [printable(n) for n in names]  # type: ignore[attr-defined]
+    if len(names) <= shown + 1:  # "and 1 more" says no more than the name itself
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, ... and {number(len(names) - shown)} more"
+
+
 # -- commands and durations ------------------------------------------------------------------
 
 def redact_command(command: str) -> str:

@@ -32,6 +32,10 @@ from harness.lab.config import MAX_BLOCK, MAX_KERNEL_BLOCK, LabConfig
 LAB_SCHEMA = "nodeport-harness/lab/v1"
 LAB_FILE = "lab.json"
 LOG_FILE = "lab.log"
+STATE_MARKER = ".nodeport-lab"  # this folder is a lab's: it may be re-used and kept private
+# What a lab leaves in its folder (an older lab's folder has no marker)
+STATE_FILES = {LAB_FILE, LOG_FILE, STATE_MARKER, "ca.crt", "apiserver.crt", "apiserver.key",
+               "kubeconfig", "kubeconfig-restricted"}
 # Every lab holds this listener on its own block: it is how labs find a free block.
 RESERVED_PORT = 8080
 EXIT_ADDRESS_IN_USE = 3
@@ -91,9 +95,7 @@ class LabCluster:
             return self
         if self.state_dir is None:
             self.state_dir = Path(tempfile.mkdtemp(prefix="nodeport-lab-"))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            self.state_dir.chmod(0o700)
+        claim_state_dir(self.state_dir)
         try:
             _refuse_running_lab(self.state_dir)
             kernel = self.config.datapath == "kernel"
@@ -333,6 +335,38 @@ def _candidate_blocks(last: int = MAX_BLOCK) -> list[int]:
     # Start somewhere random so labs started at once (parallel tests) rarely collide.
     start = random.randrange(1, last + 1)
     return [(start + i - 1) % last + 1 for i in range(last)]
+
+
+def claim_state_dir(state_dir: Path) -> None:
+    """Make ``state_dir`` the lab's private folder (mode 700: it holds the lab's keys and
+    tokens): create it, or take an existing one that is empty or already a lab's. Any other
+    folder (``--state-dir /tmp``, ``.``) is refused, never chmod-ed: the lab would take it
+    from its other users."""
+    try:
+        state_dir.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        if not state_dir.is_dir():
+            raise LabError(f"--state-dir {state_dir} is not a folder: pass a new folder, "
+                           "e.g. --state-dir .lab") from None
+        foreign = sorted(name for name in os.listdir(state_dir) if name not in STATE_FILES)
+        if foreign and not (state_dir / STATE_MARKER).is_file():
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                              if len(foreign) > 3 else "")
+            raise LabError(
+                f"--state-dir {state_dir} already holds files that are not the lab's "
+                f"({shown}); the lab makes its folder private (mode 700) and keeps keys "
+                f"there: pass a new or empty folder, e.g. --state-dir {state_dir / 'lab'}"
+            ) from None
+        if state_dir.stat().st_uid != os.getuid():
+            raise LabError(f"--state-dir {state_dir} belongs to another user: pass a folder "
+                           "of your own") from None
+        with contextlib.suppress(OSError):
+            state_dir.chmod(0o700)
+    except OSError as err:
+        raise LabError(f"cannot create --state-dir {state_dir}: "
+                       f"{err.strerror or err}") from None
+    with contextlib.suppress(OSError):
+        (state_dir / STATE_MARKER).write_text("a nodeport-harness lab's state folder\n")
 
 
 def _refuse_running_lab(state_dir: Path) -> None:

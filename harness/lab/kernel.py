@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import helloworld
 from harness.errors import LabError
 from harness.lab import iptables_rules as rules
 from harness.lab import netns
@@ -40,6 +41,7 @@ from harness.lab.config import LabConfig
 from harness.lab.state import LabState
 
 POD_READY_TIMEOUT_S = 15.0
+KILL_GRACE_S = 2.0  # a pod not gone this long after helloworld.KILL_SIGNAL gets SIGKILL
 LB_THRESHOLD = 2  # checks in a row before the LB changes its mind (proxy.LB_THRESHOLD's rule)
 _PR_SET_PDEATHSIG = 1
 
@@ -244,13 +246,16 @@ class KernelDatapath:
         return pod
 
     def _kill(self, pod: _Pod) -> None:
-        """A pod killed: its process dies at once (the kernel closes its connections), then
-        its namespace and the routes to it go."""
-        if pod.process is not None and pod.process.poll() is None:
+        """A pod killed: its process dies at once, resetting its open connections (idle
+        keep-alive ones too, which a plain SIGKILL would close with a FIN), as the userspace
+        lab's pods do; then its namespace and the routes to it go."""
+        for signum, wait_s in ((helloworld.KILL_SIGNAL, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+            if pod.process is None or pod.process.poll() is not None:
+                break
             with contextlib.suppress(ProcessLookupError):
-                pod.process.send_signal(signal.SIGKILL)
+                pod.process.send_signal(signum)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                pod.process.wait(timeout=5)
+                pod.process.wait(timeout=wait_s)
         self.gone[pod.name] = _read_count(pod.served_file)
         netns.run(["ip", "netns", "del", pod.netns], check=False)
         netns.remove_etc_files(pod.netns)

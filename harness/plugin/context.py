@@ -13,9 +13,12 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.core.extract import make_extractor
+from harness.core.faults import parse_specs
 from harness.core.model import Target
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
+from harness.options import check_numbers, check_run_id, check_users
 
 
 @dataclass
@@ -44,6 +47,14 @@ class HarnessRun:
     lost_workers: bool = False  # some worker's data ends early (run.partial says which)
     final_sent: bool = False  # (worker) its final delta went to the master
     interrupted: str | None = None  # "interrupted (Ctrl-C)" / "terminated (SIGTERM)"
+    stop_began: bool = False  # the run's stop is under way (its time was up, or a signal)
+    quitting: bool = False  # Locust's shutdown began (a later one only hastens the first)
+    signalled: bool = False  # a first Ctrl-C is on its way to Locust's main greenlet
+    hurried: str | None = None  # what cut the graceful stop short (a later signal)
+    hurried_at: float | None = None
+    loop_at: float | None = None  # when the event loop first ran after the test start
+    written: Any = None  # gevent Event: set once the run's outputs are written (or failed)
+    fixed: dict[str, Any] = field(default_factory=dict)  # options fixed at start-up
     extra: dict[str, Any] = field(default_factory=dict)  # merged into run.json (e.g. steps)
 
     @property
@@ -74,6 +85,37 @@ def current_run(environment) -> HarnessRun:
     if run is None or run.target is None:
         raise HarnessError("nodeport-harness: no target yet (discovery has not run)")
     return run
+
+
+def check_run_options(options, processes: int | None) -> None:
+    """The run options, as the command line or the web UI's form gave them: HarnessError
+    with the one line to show. `processes`: the Locust processes the users go to (None:
+    not counted here, a worker's)."""
+    check_numbers(options)
+    if getattr(options, "run_id", None):
+        check_run_id(options.run_id)
+    # Locust itself accepts these and fails later with a traceback in its spawner.
+    users = getattr(options, "num_users", None)
+    if users is not None and users < 0:
+        raise HarnessError(f"-u/--users must not be negative, got {users}")
+    if processes is not None:
+        check_users(users, processes)
+    rate = getattr(options, "spawn_rate", None)
+    if rate is not None and rate <= 0:
+        raise HarnessError(f"-r/--spawn-rate must be positive, got {rate}")
+    if options.timeout <= 0:
+        raise HarnessError(f"--timeout must be positive, got {options.timeout}")
+    for name in ("max_fail_ratio", "min_fairness", "max_node_share"):
+        value = getattr(options, name)
+        if value is not None and not 0 <= value <= 1:
+            raise HarnessError(f"--{name.replace('_', '-')} must be between 0 and 1, got "
+                               f"{value}")
+    for name in ("max_p95_ms", "max_p99_ms"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise HarnessError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    make_extractor(options.pod_from)
+    parse_specs(options.lab_fault)
 
 
 def raise_usage(message: str) -> None:

@@ -6,8 +6,10 @@ master asks every worker to stop its users gracefully and send a final delta
 (`nodeport_stop` / `nodeport_final`) before it writes anything: Locust's own `quit()` only
 waits 0.5 s for workers' last stats, which loses requests still in flight. A worker that
 went missing (killed) is not waited for: run.json's `partial` and `workers` say whose data
-ends when, and the run exits 1. Ctrl-C / SIGTERM mid-run stop the users gracefully, write
-the reports marked partial and exit 130 / 143.
+ends when, with an estimate of the requests lost with it, and the run exits 1. Ctrl-C /
+SIGTERM mid-run stop the users gracefully, write the reports marked partial and exit 130 /
+143; every later signal only hastens that stop (requests in flight are no longer waited
+for), never cuts the writing of the reports.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import gevent
+from gevent.event import Event
 from locust import events
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    STATE_MISSING,
+    MasterRunner,
+    WorkerRunner,
+)
 
 from harness.core.entry import entry_plan
 from harness.core.extract import make_extractor
@@ -31,10 +39,11 @@ from harness.core.faults import parse_specs
 from harness.core.model import Target
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
-from harness.options import add_harness_options
+from harness.options import add_harness_options, retype, run_folder
 from harness.plugin.context import (
     POD_NODES_MSG,
     HarnessRun,
+    check_run_options,
     raise_exit_code,
     raise_usage,
     this_process,
@@ -51,6 +60,8 @@ from harness.targets import lab_faulter, lab_info, open_target
 
 log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
+HURRY_MSG = "nodeport_hurry"  # a later signal on the master: workers stop their users now
+HURRY_WAIT_S = 5.0  # after a later signal, how long the master still waits for finals
 
 
 # -- options --------------------------------------------------------------------------------
@@ -72,13 +83,16 @@ def on_init(environment, **_kwargs) -> None:
     if options is None:  # Environment built by hand (library use): nothing to wire.
         return
     _validate(options)
-    _ctrl_c_in_main_greenlet()
+    _ctrl_c_in_main_greenlet(environment)
+    # Where the files go is fixed now: the web UI's form must not move it (POST /swarm).
+    run.fixed = {"report_dir": options.report_dir, "raw": options.raw}
     # Quitting listeners fire last-registered first: added now, after the runner's own (a
     # master's stops the run and a worker's says goodbye), this one still sees the run going.
     environment.events.quitting.add_listener(_before_runner_quits)
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(STOP_MSG, _worker_stop, concurrent=True)
+        runner.register_message(HURRY_MSG, _worker_hurry)
         runner.register_message(POD_NODES_MSG, _worker_pod_nodes)
         return
     if isinstance(runner, MasterRunner):
@@ -92,19 +106,32 @@ def on_init(environment, **_kwargs) -> None:
     if not environment.stop_timeout:
         # Let users finish the request in flight: recorded == served, exactly.
         environment.stop_timeout = float(options.timeout) + 2.0
+    # Discovery may have kept the CPU for seconds (10 000 nodes): the event loop's clock
+    # stood still meanwhile, and Locust's --run-time timer, started next, would count from
+    # that stale time and end the run early.
+    gevent.get_hub().loop.update_now()
 
 
-def _ctrl_c_in_main_greenlet() -> None:
-    """Deliver Ctrl-C as Locust expects it (KeyboardInterrupt in its main greenlet, which then
-    shuts down and fires `quitting`) and nowhere else.
+def _ctrl_c_in_main_greenlet(environment) -> None:
+    """Deliver the first Ctrl-C as Locust expects it (KeyboardInterrupt in its main greenlet,
+    which then shuts down and fires `quitting`) and nowhere else; a later one, once a stop is
+    under way, only hastens it (`_hurry`).
 
     Python raises KeyboardInterrupt in whatever code runs when SIGINT lands: often a user
     greenlet in the middle of a request, which dies with a traceback and its request
-    unrecorded. Through the hub the signal waits for the running greenlet to yield.
+    unrecorded. Through the hub the signal waits for the running greenlet to yield. A second
+    KeyboardInterrupt would break into the stop itself (the reports never written).
     """
     hub = gevent.get_hub()
 
     def interrupt() -> None:
+        run: HarnessRun | None = getattr(environment, "nodeport_run", None)
+        if run is not None and run.recorder is not None and (
+                run.signalled or run.quitting or run.stop_began or run.interrupted):
+            _hurry(environment, run, "Ctrl-C")
+            return
+        if run is not None:
+            run.signalled = True  # (the KeyboardInterrupt is on its way)
         hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)
 
     with contextlib.suppress(ValueError, AttributeError):  # not the main thread: leave it
@@ -112,26 +139,14 @@ def _ctrl_c_in_main_greenlet() -> None:
 
 
 def _validate(options) -> None:
-    # Locust itself accepts these and fails later with a traceback in its spawner.
-    users = getattr(options, "num_users", None)
-    if users is not None and users < 0:
-        raise_usage(f"-u/--users must not be negative, got {users}")
-    rate = getattr(options, "spawn_rate", None)
-    if rate is not None and rate <= 0:
-        raise_usage(f"-r/--spawn-rate must be positive, got {rate}")
-    if options.timeout <= 0:
-        raise_usage(f"--timeout must be positive, got {options.timeout}")
-    for name in ("max_fail_ratio", "min_fairness", "max_node_share"):
-        value = getattr(options, name)
-        if value is not None and not 0 <= value <= 1:
-            raise_usage(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
-    for name in ("max_p95_ms", "max_p99_ms"):
-        value = getattr(options, name)
-        if value is not None and value <= 0:
-            raise_usage(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if getattr(options, "worker", False):
+        processes = None  # a worker's users are the master's to count
+    else:
+        # A master's users go to its workers: as many processes as it expects.
+        processes = max(1, getattr(options, "expect_workers", 1) or 1) if getattr(
+            options, "master", False) else 1
     try:
-        make_extractor(options.pod_from)
-        parse_specs(options.lab_fault)
+        check_run_options(options, processes)
     except HarnessError as err:
         raise_usage(str(err))
 
@@ -221,20 +236,34 @@ def on_test_start(environment, **_kwargs) -> None:
         # One file per process: workers must not interleave gzip streams.
         raw = RawWriter(options.raw if run.role == "local" else f"{options.raw}.{os.getpid()}")
     run.recorder = SpreadRecorder(
-        run.target.pod_nodes(), nodes=[n.name for n in run.target.nodes], raw=raw
+        run.target.pod_nodes(), nodes=[n.name for n in run.target.nodes], raw=raw,
+        max_pods=getattr(options, "max_pods", None) or 1000,
     )
+    gevent.get_hub().loop.update_now()  # (the event loop's clock, after a busy start)
     run.started, run.stopped, run.partial = time.time(), None, None
     run.finals, run.workers, run.outputs = set(), {}, {}
     run.stopping, run.lost_workers, run.final_sent = None, False, False
-    run.interrupted = None
+    run.interrupted, run.stop_began, run.quitting, run.hurried = None, False, False, None
+    run.signalled = False
+    run.written = Event()
+    # The web UI's form may have posted values for the start-up options: they do not count.
+    for name, value in run.fixed.items():
+        setattr(options, name, value)
+    retype(options)  # (the form's values arrive as text)
     run.run_id = options.run_id or time.strftime("run-%Y%m%d-%H%M%S")
-    run.run_dir = Path(options.report_dir) / run.run_id
+    try:
+        run.run_dir = run_folder(options.report_dir, run.run_id)
+    except HarnessError as err:  # (the web UI refuses these before the start)
+        log.error("%s: the run is written as its default name instead", err)
+        run.run_id = time.strftime("run-%Y%m%d-%H%M%S")
+        run.run_dir = run_folder(options.report_dir, run.run_id)
     run.faults = []
     run.extra = {}
     if run.role == "master":
         # Known from the start: a worker that dies before its first report is still named.
         for client in environment.runner.clients.all:
             _worker_info(run, client.id)
+        gevent.spawn(_watch_workers, run, run.started)
     if run.role != "worker":
         try:
             run.lab_info = lab_info(options, run.lab, run.target)
@@ -244,6 +273,8 @@ def on_test_start(environment, **_kwargs) -> None:
         watch_changes(run, options)
         if options.progress:
             gevent.spawn(progress, run)
+        run.loop_at = None
+        gevent.spawn(_loop_free, run, run.started)
 
 
 def _worker_info(run: HarnessRun, client_id: str) -> dict:
@@ -272,9 +303,29 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
         return
     run.recorder.merge(spread)
     info = _worker_info(run, client_id)
+    now = time.time()
+    # Its rate over the last report interval: what a lost worker's last seconds cost.
+    since = info.get("last_report") or run.started or now
+    requests = (spread.get("totals") or {}).get("requests") or 0
+    if now - since > 0.2:
+        info["rate"] = round(requests / (now - since), 1)
     info["reports"] += 1
-    info["last_report"] = time.time()
+    info["last_report"] = now
 
+
+def _watch_workers(run: HarnessRun, started: float) -> None:
+    """(master) When each worker was last heard of: Locust resets a worker's heartbeat count
+    to HEARTBEAT_LIVENESS on each of its heartbeats (every HEARTBEAT_INTERVAL) and counts it
+    down once an interval, so a full count means it was heard within the last interval. A
+    killed worker's load ended about then."""
+    runner = run.environment.runner
+    while run.stopped is None and run.started == started:
+        now = time.time()
+        for client in list(runner.clients.all):
+            if client.state != STATE_MISSING and getattr(
+                    client, "heartbeat", None) == HEARTBEAT_LIVENESS:
+                run.workers.get(client.id, {})["alive_at"] = now
+        gevent.sleep(HEARTBEAT_INTERVAL / 4)
 
 
 
@@ -290,19 +341,30 @@ def _worker_stop(environment, msg, **_kwargs) -> None:
     _send_final(environment)
 
 
+def _worker_hurry(environment, msg, **_kwargs) -> None:
+    """Master got a later signal: stop the users now (the final delta follows at once)."""
+    run: HarnessRun = environment.nodeport_run
+    if run.recorder is not None:
+        _hurry(environment, run, "the master")
+
+
 def _send_final(environment) -> None:
     run: HarnessRun = environment.nodeport_run
     runner = environment.runner
     if run.final_sent:
         return
-    run.final_sent = True
-    if runner.user_greenlets:
-        runner.stop()
-    final = None
-    if run.recorder is not None:
-        final = run.recorder.drain(final=True)
-        run.recorder.close()
-    runner.send_message(FINAL_MSG, {"spread": final, "worker": runner.client_id})
+    run.final_sent = run.stop_began = True
+    try:
+        if runner.user_greenlets:
+            runner.stop()
+        final = None
+        if run.recorder is not None:
+            final = run.recorder.drain(final=True)
+            run.recorder.close()
+        runner.send_message(FINAL_MSG, {"spread": final, "worker": runner.client_id})
+    finally:
+        if run.written is not None:
+            run.written.set()
 
 
 def _master_final(environment, msg, **_kwargs) -> None:
@@ -316,9 +378,14 @@ def _master_final(environment, msg, **_kwargs) -> None:
 
 @events.test_stopping.add_listener
 def on_test_stopping(environment, **_kwargs) -> None:
-    run: HarnessRun = environment.nodeport_run
+    run: HarnessRun | None = getattr(environment, "nodeport_run", None)
     runner = environment.runner
-    if not isinstance(runner, MasterRunner) or run.recorder is None:
+    if run is None or run.recorder is None or run.role == "worker":
+        return
+    if not run.stop_began:
+        run.stop_began = True
+        _hold_for_run_time(run, environment)
+    if not isinstance(runner, MasterRunner):
         return
     for client in runner.clients.all:
         _worker_info(run, client.id)
@@ -329,8 +396,64 @@ def on_test_stopping(environment, **_kwargs) -> None:
     run.stopping = time.time()
     deadline = time.time() + (environment.stop_timeout or 0) + 10
     while time.time() < deadline and _awaited(run, runner):
+        if run.hurried:  # a later signal: the workers stop their users at once
+            deadline = min(deadline, run.hurried_at + HURRY_WAIT_S)
         gevent.sleep(0.05)
     _note_lost_workers(run, runner)
+
+
+def _loop_free(run: HarnessRun, started: float) -> None:
+    """(spawned at the test start) Runs once the process gets back to its event loop: the
+    users could not send anything before."""
+    if run.started == started and run.loop_at is None:
+        run.loop_at = time.time()
+
+
+def _hold_for_run_time(run: HarnessRun, environment) -> None:
+    """A headless run lasts its --run-time from when its users could first send: when the
+    start kept the CPU (spawning, a huge target), the users go on for that long. Later
+    signals cut the hold short; a run that still ends short says so (run.json `partial`)."""
+    options = environment.parsed_options
+    planned = getattr(options, "run_time", None)
+    if (not planned or not getattr(options, "headless", False) or run.interrupted
+            or environment.shape_class is not None or run.started is None):
+        return
+    began = max(run.started, run.loop_at or time.time())
+    until = began + float(planned)  # (Locust's timer ends it early after a stalled clock)
+    while time.time() < until - 0.05 and not (run.interrupted or run.hurried):
+        gevent.sleep(min(0.1, max(0.0, until - time.time())))
+    ran = time.time() - began
+    if run.interrupted or run.hurried or ran >= float(planned) - 0.5:
+        return
+    why = f"the run lasted {ran:.1f} s from its start, not the {planned} s asked"
+    run.partial = f"{run.partial}; {why}" if run.partial else why
+
+
+def _hurry(environment, run: HarnessRun, how: str) -> None:
+    """A later signal (or the master's word) while the run stops: stop the users now, without
+    waiting for their requests in flight (those are not recorded; everything recorded is
+    kept and written). The exit code stays the first signal's."""
+    runner = environment.runner
+    now = time.time()
+    first = run.hurried is None
+    if first:
+        run.hurried, run.hurried_at = how, now
+    cut = 0
+    with contextlib.suppress(Exception):
+        cut = len(runner.user_greenlets)
+        runner.user_greenlets.kill(block=False)
+    if isinstance(runner, MasterRunner):
+        for client in list(runner.clients.all):
+            if client.state != STATE_MISSING and client.id not in run.finals:
+                with contextlib.suppress(Exception):
+                    runner.send_message(HURRY_MSG, None, client_id=client.id)
+                    cut += 1
+    if first and cut and run.role != "worker":
+        at = now - (run.started or now)
+        text = (f"a later signal ({how}) at {at:.1f} s cut the graceful stop short: requests "
+                "then in flight were not recorded")
+        run.partial = f"{run.partial}; {text}" if run.partial else text
+    log.warning("stopping the users now (%s); the reports are still written", how)
 
 
 def _awaited(run: HarnessRun, runner) -> list[str]:
@@ -359,13 +482,36 @@ def _note_lost_workers(run: HarnessRun, runner) -> None:
             else f"worker {client_id}"
         if last:
             lost.append(f"{name} {info['state']}: its data ends at {info['data_until_s']} s "
-                        f"(last of {info['reports']} reports)")
+                        f"(last of {info['reports']} reports){_lost_estimate(run, info)}")
         else:
-            lost.append(f"{name} {info['state']}: it sent no data")
+            info["lost_estimate"] = None
+            lost.append(f"{name} {info['state']}: it sent no data (how many requests it "
+                        "made is unknown)")
     if lost:
         what = "; ".join(lost)
         run.partial = f"{run.partial}; {what}" if run.partial else what
         run.lost_workers = True
+
+
+def _lost_estimate(run: HarnessRun, info: dict) -> str:
+    """The requests a worker made after its last report, estimated from its last rate over
+    the seconds it went on (until its last heartbeat, or until the stop): run.json
+    `workers[ID].lost_estimate`, and the words for the note."""
+    last = info["last_report"]
+    ended = run.stopping or time.time()
+    if info.get("alive_at"):
+        # Last seen with a full heartbeat count: it died within about an interval of that
+        # (the count stays full up to an interval after its last heartbeat).
+        ended = min(ended, info["alive_at"])
+    seconds = max(0.0, ended - last)
+    rate = info.get("rate")
+    if rate is None:
+        info["lost_estimate"] = None
+        return ", how many requests were lost with it is unknown"
+    info["lost_estimate"] = estimate = round(rate * seconds)
+    info["lost_seconds"] = round(seconds, 1)
+    return (f", about {estimate:,} requests lost with it (its last rate, "
+            f"{rate:,.1f} req/s, over the {seconds:.1f} s it went on after that report)")
 
 
 @events.test_stop.add_listener
@@ -374,6 +520,14 @@ def on_test_stop(environment, **_kwargs) -> None:
     if run.recorder is None or run.role == "worker" or run.stopped is not None:
         return
     run.stopped = time.time()
+    try:
+        _write(environment, run)
+    finally:
+        if run.written is not None:
+            run.written.set()
+
+
+def _write(environment, run: HarnessRun) -> None:
     stop_watch(run)
     run.recorder.close()  # folds live connections, closes the raw file
     collect_lab_faults(run)  # faults given to the lab during the run, by anyone
@@ -392,10 +546,20 @@ def on_test_stop(environment, **_kwargs) -> None:
 
 
 def _before_runner_quits(environment, **_kwargs) -> None:
-    """Ctrl-C or SIGTERM while the run is going (Locust fires `quitting` first)."""
+    """Ctrl-C or SIGTERM while the run is going (Locust fires `quitting` first).
+
+    Locust shuts down once per signal (SIGTERM's handler runs in a greenlet of its own): a
+    later shutdown while the first still stops the run only hastens it, then waits for the
+    first to write everything and exit, instead of exiting from under it."""
     run: HarnessRun | None = getattr(environment, "nodeport_run", None)
     if run is None or run.recorder is None:
         return
+    if run.quitting:
+        _hurry(environment, run, "SIGTERM" if gevent.getcurrent().parent is not None
+               else "Ctrl-C")
+        _wait_for_the_first_stop(run)
+        return
+    run.quitting = True
     if run.role == "worker":
         # A worker stopped on its own (a pod evicted, a laptop closed): hand the master what
         # it recorded since its last report instead of losing it.
@@ -403,7 +567,23 @@ def _before_runner_quits(environment, **_kwargs) -> None:
             with contextlib.suppress(Exception):
                 _send_final(environment)
     elif run.stopped is None and run.interrupted is None:
-        _interrupted(environment, run)
+        if run.stop_began:
+            # Its time was up and its stop under way when the signal came: hasten that
+            # stop, and let it write the reports.
+            _hurry(environment, run, "SIGTERM" if gevent.getcurrent().parent is not None
+                   else "Ctrl-C")
+            _wait_for_the_first_stop(run, forever=False)
+        else:
+            _interrupted(environment, run)
+
+
+def _wait_for_the_first_stop(run: HarnessRun, forever: bool = True) -> None:
+    """Until the reports are written; then (`forever`) let the first shutdown end the
+    process: this one returning would exit it while the lab is still being stopped."""
+    if run.written is not None:
+        run.written.wait()
+    if forever:
+        gevent.sleep(30)  # (the first shutdown exits long before)
 
 
 @events.quitting.add_listener
@@ -411,7 +591,8 @@ def on_quitting(environment, **_kwargs) -> None:
     run: HarnessRun | None = getattr(environment, "nodeport_run", None)
     if run is None:
         return
-    _before_runner_quits(environment)  # (already done, unless init never ran)
+    if not run.quitting:
+        _before_runner_quits(environment)  # (already done, unless init never ran)
     if run.recorder is not None and run.role != "worker" and run.stopped is None:
         on_test_stop(environment)  # the runner did not stop the run: write what there is
     _close_lab(run)

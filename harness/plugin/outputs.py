@@ -52,6 +52,11 @@ def write_outputs(run: HarnessRun) -> None:
         for t in thresholds:
             mark = "ok      " if t.get("passed") else "BREACHED"
             print(f"threshold {mark} {t['text']}", file=sys.stderr)
+    if not spread["totals"]["requests"]:
+        # Nothing measured is never a pass (issue 18): say so in one line, exit 1.
+        env.process_exit_code = max(env.process_exit_code or 0, 1)
+        print("error: nothing was recorded: no request completed during the run "
+              "(see --timeout, --max-body and the run's duration)", file=sys.stderr)
     print_summary(run, spread)
 
 

@@ -13,6 +13,15 @@ pool announces every socket it opens (`_watch_connections`): the first one, one 
 error dropped the last, or one after the server closed the connection and geventhttpclient
 reconnected without a word. Each opening ends the previous connection in the recorder and
 starts a new connection id, so the recorder's connections are the ones the server accepted.
+
+Replies are bounded (issue 18): a reply's body is read up to ``--max-body`` bytes, decoded
+(gzip, deflate, br) up to as many, by the user's own response class (``BoundedResponse``, set
+on its LocustUserAgent: Locust's FastHttpSession reads every body through
+``response.content``, which geventhttpclient reads whole); beyond it the request fails as
+``too_large``. ``--timeout`` bounds the whole request: geventhttpclient's timeouts are per
+socket operation, so a reply trickling a byte a second never ends; a watchdog (one hub timer
+per process, no cost per request beyond one attribute) throws ``ReplyTimeout`` into a user
+whose request outlived it, and the request fails as ``timeout``.
 """
 
 from __future__ import annotations
@@ -24,11 +33,14 @@ import random
 import re
 import socket
 import time
+import weakref
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from locust import constant, task
-from locust.contrib.fasthttp import FastHttpUser
+from locust.contrib.fasthttp import FastHttpUser, FastResponse
 
 from harness.core.entry import LB_ENTRY, entry_plan
 from harness.core.nodeaddr import NodeLocator
@@ -46,6 +58,171 @@ _CLIENT_SCAN = 64 * 1024
 _locators: dict[int, tuple[object, NodeLocator]] = {}  # id(target) -> (target, its locator)
 
 
+DEFAULT_MAX_BODY = 1024 * 1024  # --max-body's default
+_READ_BLOCK = 64 * 1024
+
+
+class ReplyTooLarge(ConnectionError):
+    """The reply's body (or what it decodes to) is over --max-body: not read further."""
+
+    failure_kind = "too_large"
+
+
+class ReplyUnreadable(ConnectionError):
+    """The reply's body could not be decoded (a broken gzip/deflate/br stream)."""
+
+    failure_kind = "bad_reply"
+
+
+class ReplyTimeout(TimeoutError):
+    """The whole request outlived --timeout (thrown in by the watchdog)."""
+
+    failure_kind = "timeout"
+
+    def __str__(self) -> str:
+        return "no complete reply within --timeout"
+
+
+class BoundedResponse(FastResponse):
+    """Locust's FastResponse whose body is read and decoded up to ``max_body`` bytes.
+
+    geventhttpclient's CompatResponse reads the whole body (``self._response.read()``) and
+    inflates it whole; Locust's FastHttpSession.request reads ``response.content`` for every
+    request. This class is set as the user's own ``LocustUserAgent.response_type`` (an
+    instance attribute: nothing of Locust's changes for anyone else). A reply that arrived
+    with its headers (the common case) costs what it did. On a failure the response gets
+    ``error`` and the exception goes to Locust, which counts the request as failed.
+    """
+
+    max_body = DEFAULT_MAX_BODY
+
+    def _content(self):
+        if self.headers is None:
+            return None
+        response = self._response
+        try:
+            try:
+                encoding = self.headers.getlist("content-encoding")[0].lower()
+            except IndexError:
+                encoding = "identity"
+            if response.message_complete:  # the body came with the headers (the common case)
+                body = response.read()
+                if len(body) > self.max_body:
+                    raise ReplyTooLarge(f"the reply is over --max-body {self.max_body} bytes")
+            else:
+                body = self._read_bounded(response)
+            if encoding != "identity":
+                body = self._decoded(body, encoding)
+        except Exception as err:
+            if not isinstance(err, ConnectionError | TimeoutError):
+                err = ReplyUnreadable(f"cannot decode the reply: {err}")
+            self.error = err
+            response.release()  # an unfinished reply's socket is closed, not reused
+            raise err from None
+        response.release()
+        return body
+
+    def _read_bounded(self, response) -> bytes:
+        limit = self.max_body
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise ReplyTooLarge(f"the reply declares {declared} bytes, over --max-body {limit}")
+        body = bytearray()
+        while True:
+            chunk = response.read(_READ_BLOCK)
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > limit:
+                raise ReplyTooLarge(f"the reply is over --max-body {limit} bytes")
+
+    def _decoded(self, body: bytes, encoding: str) -> bytes:
+        limit = self.max_body
+        if encoding == "br":
+            import brotli
+
+            inflater = brotli.Decompressor()
+            out = inflater.process(body, output_buffer_limit=limit + 1)
+            done = inflater.is_finished()
+        elif encoding in ("gzip", "deflate"):
+            wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else -zlib.MAX_WBITS
+            inflater = zlib.decompressobj(wbits)
+            try:
+                out = inflater.decompress(body, limit + 1)
+            except zlib.error:
+                if encoding != "deflate":
+                    raise
+                inflater = zlib.decompressobj()  # zlib-wrapped "deflate", as servers send it
+                out = inflater.decompress(body, limit + 1)
+            done = not inflater.unconsumed_tail
+        else:
+            raise ReplyUnreadable(f"unknown content encoding {encoding!r}")
+        if len(out) > limit or not done:
+            raise ReplyTooLarge(f"the reply inflates to over --max-body {limit} bytes")
+        if encoding != "br" and not inflater.eof:
+            raise ReplyUnreadable(f"the {encoding} stream ends early")
+        return out
+
+
+@functools.cache
+def bounded_response(max_body: int) -> type[BoundedResponse]:
+    """The response class for one --max-body (a subclass per limit, made once)."""
+    return type("BoundedResponse", (BoundedResponse,), {"max_body": max_body})
+
+
+class _Watchdog:
+    """Ends requests that outlive --timeout: geventhttpclient's timeouts are per socket
+    operation, so a reply that trickles in (or never ends) would hold its user forever.
+
+    One hub timer per process, every ``timeout / 10`` (at most 0.25 s): a user whose
+    ``sent_at`` (set by send() before each request) is older than the timeout, and whose
+    greenlet is suspended inside send(), gets ReplyTimeout thrown in, as gevent.Timeout does
+    (from the hub). Per request this costs send() one attribute store, nothing else; the
+    frames are walked only for a user that looks stuck."""
+
+    def __init__(self) -> None:
+        self.users: weakref.WeakSet[NodePortUser] = weakref.WeakSet()
+        self.timer = None
+        self.interval = 0.25
+
+    def watch(self, user: NodePortUser) -> None:
+        self.users.add(user)
+        interval = max(0.01, min(0.25, user.request_timeout / 10))
+        if self.timer is None or interval < self.interval:
+            if self.timer is not None:
+                self.timer.stop()
+            self.interval = interval
+            self.timer = gevent.get_hub().loop.timer(interval, interval, ref=False)
+            self.timer.start(self.check)
+
+    def check(self) -> None:
+        now = _perf_counter()
+        for user in list(self.users):
+            sent_at = user.sent_at
+            if not sent_at or now - sent_at <= user.request_timeout:
+                continue
+            greenlet = getattr(user, "_greenlet", None) or user.send_greenlet
+            if greenlet is None or greenlet.dead or not _in_send(greenlet):
+                continue
+            user.sent_at = 0.0  # once per request
+            try:
+                greenlet.throw(ReplyTimeout)
+            except Exception:  # the greenlet let it out: it ends, as Locust's users do
+                log.debug("a user ended on its request's timeout", exc_info=True)
+
+
+def _in_send(greenlet) -> bool:
+    frame = getattr(greenlet, "gr_frame", None)
+    while frame is not None:
+        if frame.f_code is _SEND_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_watchdog = _Watchdog()
+
+
 def classify_failure(response) -> str | None:
     """None for a good reply, else the failure kind the recorder counts."""
     error = getattr(response, "error", None)
@@ -54,6 +231,9 @@ def classify_failure(response) -> str | None:
         if 200 <= status < 400:
             return None
         return _status_kind(status)
+    kind = getattr(error, "failure_kind", None)  # the body's bounds (BoundedResponse)
+    if kind is not None:
+        return kind
     if status:
         return _status_kind(status)
     # geventhttpclient wraps the cause: RetriesExceeded(url, n, original=<the real error>).
@@ -92,6 +272,13 @@ class NodePortUser(FastHttpUser):
         self.connection_timeout = timeout
         self.network_timeout = timeout
         super().__init__(environment)
+        # Replies bounded in size (the user's own response class) and in time (the watchdog).
+        max_body = int(getattr(options, "max_body", None) or DEFAULT_MAX_BODY)
+        self.client.client.response_type = bounded_response(max_body)
+        self.request_timeout = timeout
+        self.sent_at = 0.0  # when the request in flight was sent (0: none yet, or ended)
+        self.send_greenlet = None  # without Locust's runner: the greenlet of the last connect
+        _watchdog.watch(self)
         self.harness = context.current_run(environment)
         self.user_index = next(_user_ids)
         self.user_id = f"user-{self.user_index}"
@@ -194,6 +381,7 @@ class NodePortUser(FastHttpUser):
 
     def _connect(self, create_socket: Callable[[], Any], labels: tuple[str, ...]) -> Any:
         """A socket is being opened for these labels: their connection so far has ended."""
+        self.send_greenlet = gevent.getcurrent()
         connections = self.connections
         previous = connections[labels[0]]
         new = next(_connection_ids)
@@ -215,10 +403,15 @@ class NodePortUser(FastHttpUser):
         # costs several times what it does in a loop. Kept to a few of them; the recorder
         # queues the request and accounts it later, in a batch.
         label, url, name = self.next_step()
-        start = _perf_counter()
-        response = self.client.request(
-            self.method, url, data=self.body, headers=self.headers, name=name,
-        )
+        self.sent_at = start = _perf_counter()  # the watchdog's view: see _Watchdog
+        try:
+            response = self.client.request(
+                self.method, url, data=self.body, headers=self.headers, name=name,
+            )
+        except ReplyTimeout:  # thrown in where Locust does not catch it: still a time-out
+            self.record(label, None, (_perf_counter() - start) * 1000.0, "timeout",
+                        self.connections[label])
+            return
         latency_ms = (_perf_counter() - start) * 1000.0
         # The TCP connection the request went over (0: its own, in close mode); a socket
         # opened during the request already set it (see _connect). Pods per connection
@@ -247,3 +440,6 @@ class NodePortUser(FastHttpUser):
             self.record(label, None, latency_ms, classify_failure(response), connection)
         if self.close_each:
             self.client.client.clientpool.close()
+
+
+_SEND_CODE = NodePortUser.send.__code__  # the watchdog's test for "inside a request"

@@ -425,13 +425,83 @@ def install(environment: Any, run: HarnessRun) -> SpreadTab | None:
         return None
 
 
+# What Locust's own form posts to /swarm; with the web-UI parameters, all a form may set.
+LOCUST_FORM = frozenset(("user_count", "spawn_rate", "host", "user_classes", "run_time",
+                         "profile", "shape_class"))
+
+
+def _ui_parameters(environment: Any) -> frozenset[str]:
+    """The options shown as web-UI parameters (Locust's parser knows, plugins' own too)."""
+    try:
+        from locust.argument_parser import get_parser
+
+        return frozenset(get_parser().args_included_in_web_ui)
+    except Exception:  # an older Locust: ours, by their ui flag
+        from harness.options import web_ui_dests
+
+        return frozenset(web_ui_dests())
+
+
+def refuse_swarm(environment: Any, form: Mapping[str, str], allowed: frozenset[str]
+                 ) -> str | None:
+    """Why a POST /swarm must not start (None: it may). Locust copies every posted field
+    that names an option into the run's options: one that is not a web-UI parameter (where
+    the reports go, --raw's file, the target) is fixed at start-up and refused, and the
+    values the form may set are checked as the command line's are."""
+    from types import SimpleNamespace
+
+    from harness.errors import HarnessError
+    from harness.options import retype
+    from harness.plugin.context import check_run_options
+
+    options = environment.parsed_options
+    current = vars(options) if options is not None else {}
+    fixed = sorted(k for k in form if k in current and k not in allowed
+                   and k not in LOCUST_FORM)
+    if fixed:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed)
+        return (f"{names} cannot be set from the web UI: it is fixed when Locust starts "
+                "(give it on the command line)")
+    posted = SimpleNamespace(**current)
+    try:
+        if form.get("user_count"):
+            posted.num_users = int(form["user_count"])
+        if form.get("spawn_rate"):
+            posted.spawn_rate = float(form["spawn_rate"])
+    except ValueError:
+        return None  # Locust answers that one itself
+    try:
+        retype(posted, {k: v for k, v in form.items()
+                        if k in current and k in allowed and k not in LOCUST_FORM})
+        workers = getattr(environment.runner, "worker_count", None)
+        check_run_options(posted, max(1, workers or 1))
+    except HarnessError as err:
+        return str(err)
+    return None
+
+
 def _install(environment: Any, run: HarnessRun) -> SpreadTab:
-    from flask import Blueprint, Response, request
+    from flask import Blueprint, Response, jsonify, request
 
     web_ui = environment.web_ui
     existing = getattr(web_ui, "nodeport_tab", None)
     if existing is not None:
         return existing
+    allowed = _ui_parameters(environment)
+
+    @web_ui.app.before_request
+    def _check_swarm() -> Any:
+        if request.endpoint != "locust.swarm" or request.method != "POST":
+            return None
+        try:
+            why = refuse_swarm(environment, request.form, allowed)
+        except Exception:  # never break Locust's own form for our check
+            log.exception("nodeport-harness: checking the form failed")
+            return None
+        if why is None:
+            return None
+        log.error("web UI: %s", why)
+        return jsonify({"success": False, "message": why, "host": environment.host}), 400
     tab = SpreadTab(environment, run)
     web_ui.nodeport_tab = tab
     args = web_ui.template_args

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness import __version__
+from harness.core.text import name_list, printable
 from harness.core.whatif import check_rerun, matching_whatif, run_topology
 from harness.errors import ReportError
 from harness.report import charts
@@ -34,11 +35,13 @@ def build_compare(run_dirs: Sequence[Path | str], out_dir: Path | str | None = N
         Path(run_dirs[0]).resolve().parent / "compare")
     runs = [run_row(Path(d), out, i) for i, d in enumerate(run_dirs)]
     checks = whatif_checks(runs)
+    warnings = service_warnings(runs)
     files = {"compare.json": str(write_json_atomic(out / "compare.json", finite({
         "schema": COMPARE_SCHEMA, "generated": time.time(),
         "runs": [{k: v for k, v in r.items() if k not in PAGE_ONLY and not k.startswith("_")}
                  for r in runs],
         "whatif_checks": checks,
+        "warnings": warnings,
     })))}
     loader = plotly_loader(plotlyjs, out)
     if loader["mode"] == "directory":
@@ -50,10 +53,29 @@ def build_compare(run_dirs: Sequence[Path | str], out_dir: Path | str | None = N
                            f"measured in {check['rerun']}")
     files["index.html"] = str(write_text_atomic(out / "index.html", render(
         "compare.html.j2", {"runs": runs, "checks": checks, "plotly": loader,
+                            "warnings": warnings,
                             "figures": figures_json(figures),
                             "charts": set(figures), "generated": time.time(),
                             "version": __version__})))
-    return {"runs": runs, "whatif_checks": checks, "files": files}
+    return {"runs": runs, "whatif_checks": checks, "warnings": warnings, "files": files}
+
+
+def service_warnings(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A sentence when the runs measured different Services (runs whose Service is unknown,
+    a folder holding only spread.json, are left out): their figures are not like for like."""
+    named: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        service = run.get("service")
+        if service and service.get("name"):
+            key = (str(service.get("namespace") or ""), str(service["name"]))
+            named.setdefault(key, []).append(str(run["run_id"]))
+    if len(named) < 2:
+        return []
+    which = "; ".join(f"{printable(ns)}/{printable(name)} ({name_list(ids, 3)})"
+                      for (ns, name), ids in list(named.items())[:5])
+    more = f"; ... and {len(named) - 5} more" if len(named) > 5 else ""
+    return [f"the runs measured {len(named)} different Services: {which}{more}; "
+            "their figures do not compare like for like"]
 
 
 def run_row(run_dir: Path, out: Path, index: int) -> dict[str, Any]:

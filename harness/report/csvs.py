@@ -8,6 +8,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.core.text import printable
+
 NODE_FIELDS = (
     "entry_node", "is_node", "targeted", "ready", "address", "address_type", "pods",
     "requests", "successes", "failures", "fail_ratio", "share", "distinct_pods", "local",
@@ -170,8 +172,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: Any) -> Any:
     # Pod names come from servers' replies: one starting with "=" would run as a formula
     # when the CSV is opened in a spreadsheet (CSV injection), so it is kept as text.
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        value = printable(value)  # no control characters: an escape or a stray CR
+        if value.startswith(_FORMULA_START):
+            return "'" + value
     return "" if value is None else value
 
 

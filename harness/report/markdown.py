@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.core.text import number, pct
+from harness.core.text import number, pct, printable
 
 ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "ok": "🟢"}
 MAX_POD_ROWS = 50  # a step summary is capped (1 MiB on GitHub): the CSV holds them all
@@ -21,6 +21,7 @@ def md(text: object, limit: int | None = None) -> str:
     if limit and len(value) > limit:
         value = value[: limit - 1] + "…"
     value = " ".join(value.split())  # a newline would end a table row
+    value = printable(value)  # an escape sequence would act on a terminal showing the file
     value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", value)
 
@@ -126,4 +127,4 @@ def _code(text: str) -> list[str]:
     # A fence longer than any run of backticks inside, so the command cannot close it.
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return [f"{fence}sh", text, fence]
+    return [f"{fence}sh", printable(text), fence]

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.core.recorder import check_spread
 from harness.errors import DataError, ReportError
+from harness.report.schema import check_document, parse_json
 
 HINT = "pass a folder written by nodeport-harness run"
 
@@ -42,12 +43,18 @@ def load_run(run_dir: Path | str) -> RunData:
         raise ReportError(f"{run_dir / 'spread.json'}: {err}") from None
     _require_keys(run_dir / "spread.json", spread,
                   {"totals": dict, "entry_nodes": dict, "pods": dict, "series": dict})
+    # Every field's type and range, and the timeline's span: a hand-edited folder is one
+    # line, never a traceback or a report gigabytes large.
+    check_document("spread", spread, str(run_dir / "spread.json"), HINT)
     # target.json and run.json enrich the report; a folder holding only spread.json
     # (copied out of CI, say) still renders.
     target = _optional(run_dir / "target.json")
     if target:
         _require_keys(run_dir / "target.json", target, {"nodes": list, "service": dict})
+        check_document("target", target, str(run_dir / "target.json"), HINT)
     run = _optional(run_dir / "run.json")
+    if run:
+        check_document("run", run, str(run_dir / "run.json"), HINT)
     # Resolved: a run given as "." still has a name (its run id) and a parent folder.
     return RunData(run_dir.resolve(), spread, target, run)
 
@@ -60,11 +67,13 @@ def read_json(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ReportError(f"{path} is not UTF-8 text: {HINT}") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except json.JSONDecodeError as err:
         raise ReportError(
             f"{path} is not valid JSON ({err.msg} at line {err.lineno}): {HINT}"
         ) from None
+    except ValueError as err:  # NaN, 1e400, a 5 000-digit integer, deep nesting
+        raise ReportError(f"{path} {str(err)[:160]}: {HINT}") from None
     if not isinstance(data, dict):
         raise ReportError(f"{path} does not hold a JSON object: {HINT}")
     return data

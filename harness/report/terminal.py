@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.core.model import Target
-from harness.core.text import number, pct
+from harness.core.text import number, pct, printable
 
 
 def node_pod_table(spread: dict, target: Target | None = None) -> str:
@@ -22,13 +22,13 @@ def node_pod_table(spread: dict, target: Target | None = None) -> str:
     for name, entry in sorted(entries.items()):
         counts = entry.get("pods") or {}
         share = pct(entry.get("requests", 0) / total)
-        rows.append([name] + [number(counts.get(p, 0)) for p in pods]
+        rows.append([printable(name)] + [number(counts.get(p, 0)) for p in pods]
                     + [number(entry.get("failures", 0)), share])
     served = {p: sum((e.get("pods") or {}).get(p, 0) for e in entries.values()) for p in pods}
     all_ok = sum(served.values()) or 1
     rows.append(["pod share"] + [pct(served[p] / all_ok) for p in pods] + ["", ""])
     if pod_node:
-        rows.append(["pod's node"] + [str(pod_node.get(p) or "?") for p in pods] + ["", ""])
+        rows.append(["pod's node"] + [printable(pod_node.get(p) or "?") for p in pods] + ["", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                                enumerate(zip(r, widths, strict=True))) for r in rows)
@@ -36,5 +36,6 @@ def node_pod_table(spread: dict, target: Target | None = None) -> str:
 
 def _short(pod: str) -> str:
     # helloworld-5f7c9d8b6-x2x7q -> x2x7q: columns stay readable; full names are in reports.
+    pod = printable(pod)  # a name from a reply must not drive the terminal (ESC [ ...)
     parts = pod.rsplit("-", 1)
     return parts[-1] if len(parts) == 2 and len(pod) > 16 else pod

@@ -1,0 +1,115 @@
+"""`demo --datapath kernel` and `capacity --lab --lab-datapath kernel`: the commands that
+start their own lab run it on the kernel datapath, and what they claim still holds.
+
+Needs what ``test_kernel_datapath.py`` needs and skips with its reason. Every address is in
+198.18.0.0/15; every subprocess has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# The demo's own checks, run here against the kernel demo (the `demo` fixture below). Those
+# left out measure what the kernel datapath does differently on purpose: with node-1 down,
+# the other nodes' connections to node-1's pods time out too (its endpoints stay until the
+# control plane notices), so "fail-all" fails more than node-1's third and "fail-lb" keeps
+# failing after the LB's health check (checked below for what they must still say); and a
+# restart's API call returns once the replacement's process listens, which under the demo's
+# load can take longer than test_demo's 1 s between the lab's log and the run's marker.
+from test_demo import (  # noqa: F401  (collected here, against this module's fixture)
+    claim,
+    run_of,
+    spread_of,
+    test_every_request_reconciles_with_the_pods,
+    test_keepalive_pins_connections_close_spreads,
+    test_local_policy_no_hops_and_empty_node_drops,
+    test_naive_scenario_all_ingress_on_node_1,
+    test_page_and_every_scenario,
+)
+from test_kernel_datapath import MISSING
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"kernel datapath: {MISSING}")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kernel-demo")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "demo", "--quick", "--datapath", "kernel",
+         "--report-dir", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, stdin=subprocess.DEVNULL)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (demo_dir,) = out.glob("demo-*")
+    data = json.loads((demo_dir / "demo.json").read_text())
+    return {"dir": demo_dir, "data": data, "elapsed": elapsed, "stdout": proc.stdout}
+
+
+def test_the_demo_ran_on_the_kernel_datapath(demo):
+    assert demo["elapsed"] < 240, demo["elapsed"]
+    for node in demo["data"]["ground_truth"]["nodes"]:
+        assert node["external_ip"].startswith("198.18."), node
+    assert all(p["ip"].startswith("198.19.") for p in demo["data"]["ground_truth"]["pods"])
+
+
+@pytest.mark.parametrize("scenario", ["fail-single", "fail-all"])
+def test_node_failure_fails_after_the_fault_and_by_time_outs(demo, scenario):
+    spread = spread_of(demo, scenario)
+    (fault,) = [f for f in run_of(demo, scenario)["faults"] if f["action"] == "down"]
+    assert fault["name"] == "node-1"
+    failed = [row["t"] for rows in spread["series"].values() for row in rows
+              if row["failures"]]
+    assert failed and min(failed) >= int(fault["time"])  # never before the fault
+    for entry in spread["entry_nodes"].values():
+        assert set(entry["failure_kinds"]) <= {"timeout"}, entry["failure_kinds"]
+    c = claim(demo, f"{scenario}-impact")
+    if scenario == "fail-single":
+        assert c["figures"]["fail_ratio"] > 0.9, c
+    else:
+        # node-1's third, and more: connections the others send to node-1's pods time out.
+        assert 1 / 3 - 0.1 < c["figures"]["fail_ratio"] < 1.0, c
+
+
+def test_the_lb_claim_quotes_the_run(demo):
+    spread = spread_of(demo, "fail-lb")
+    c = claim(demo, "lb-failover")
+    assert c["figures"]["run_fail_ratio"] == pytest.approx(
+        spread["totals"]["failures"] / spread["totals"]["requests"], abs=0.001)
+    assert c["figures"]["run_fail_ratio"] < 0.2  # the LB left the dead node, mostly
+    assert f"{spread['totals']['failures']:,}" in c["text"]
+
+
+def test_the_restart_claim_names_the_lab_s_replacements(demo):
+    c = claim(demo, "pod-restart")
+    f = c["figures"]
+    restarts = [x for x in demo["data"]["ground_truth"]["faults"] if x["action"] == "restart"]
+    assert [(x["name"], x["replacement"]) for x in restarts] == [
+        (f["restarted_pod"], f["keepalive_pod"]), (f["keepalive_pod"], f["close_pod"])]
+    assert f["keepalive_starved"] and f["keepalive_share"] < f["keepalive_expected_share"] / 4
+    assert f["close_share"] > f["close_expected_share"] / 2 and f["close_successes_after"] > 0
+
+
+def test_capacity_runs_on_a_kernel_lab(tmp_path):
+    """A very short capacity run (two 3 s steps) on a kernel lab."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "capacity", "--lab", "--lab-datapath", "kernel",
+         "--lab-nodes", "2", "--lab-pods", "2", "--lab-pod-service-ms", "20",
+         "--step-users", "2", "--max-users", "4", "--step-time", "3s", "--slo-p95-ms", "500",
+         "--report-dir", str(tmp_path), "--run-id", "k", "--plotlyjs", "cdn"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    run_dir = tmp_path / "k"
+    target = json.loads((run_dir / "target.json").read_text())
+    assert '"198.18.' in json.dumps(target)  # the kernel lab's node addresses
+    result = json.loads((run_dir / "capacity.json").read_text())
+    assert len(result["steps"]) == 2 and result["lab"]["pods"] == 2
+    spread = json.loads((run_dir / "spread.json").read_text())
+    assert spread["totals"]["requests"] > 0
