@@ -103,3 +103,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str,
         assert lines == ours, err[-3000:]
     assert fragment in ours[0], (fragment, ours[0])
     return ours[0]
+
+
+def http_requests(conn, stop=None):
+    """Yield (request line, body) for each HTTP/1.1 request read from a test server's
+    accepted socket (headers, then a Content-Length body), until the client closes it or
+    ``stop`` (a threading.Event) is set. The loopback test servers share it."""
+    data = b""
+    while stop is None or not stop.is_set():
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in lines[1:]
+                       if line.lower().startswith("content-length:")), 0)
+        while len(data) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        body, data = data[:length], data[length:]
+        yield lines[0], body
+

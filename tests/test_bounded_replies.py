@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from lab_runs import http_requests
 from report_runs import T0, make_target
 from test_users import hand_target, send
 
@@ -62,19 +63,7 @@ class MisbehavingServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn:
-            data = b""
-            while not self.stop.is_set():
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                data = data[length:]
+            for _request in http_requests(conn, self.stop):
                 self._reply(conn)
 
     def _reply(self, conn: socket.socket) -> None:

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from lab_runs import http_requests
 from report_runs import T0, make_target
 from test_users import free_port, hand_target, send
 
@@ -68,20 +69,8 @@ class CountingServer:
             threading.Thread(target=self._serve, args=(conn, index), daemon=True).start()
 
     def _serve(self, conn: socket.socket, index: int) -> None:
-        data = b""
         with contextlib.suppress(OSError), conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                data = data[length:]
+            for _request in http_requests(conn):
                 with self.lock:
                     self.per_connection[index] += 1
                     served = self.per_connection[index]

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from lab_runs import delta, pod_successes
+from lab_runs import delta, http_requests, pod_successes
 
 from harness.core.entry import entry_plan
 from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
@@ -156,22 +156,9 @@ class Server:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        data = b""
         with contextlib.suppress(OSError), conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                lines = head.decode("latin-1").split("\r\n")
-                length = next((int(line.split(":", 1)[1]) for line in lines[1:]
-                               if line.lower().startswith("content-length:")), 0)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                body, data = data[:length], data[length:]
-                method, path, _ = lines[0].split(" ", 2)
+            for line, body in http_requests(conn):
+                method, path, _ = line.split(" ", 2)
                 self.requests.append((method, path, body))
                 if self.mode == "reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
