@@ -249,6 +249,33 @@ def check_numbers(options) -> None:
                                f"number, got {value}")
 
 
+MAX_RUN_TIME_S = 30 * 86400  # a bounded run: -t beyond a month is a typo, not a plan
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+
+
+def check_request(options) -> None:
+    """The request every user sends, and where raw rows go: checked before any user starts
+    (Locust would otherwise fail once per request, with a traceback each time)."""
+    method = str(getattr(options, "method", "POST") or "")
+    if not _METHOD.fullmatch(method):
+        raise HarnessError(f"--method {method!r} is not an HTTP method; use e.g. GET or POST")
+    path = str(getattr(options, "path", "/") or "/")
+    if path.startswith("//") or any(c.isspace() or not c.isprintable() for c in path):
+        raise HarnessError(f"--path {path!r} is not a request path; use e.g. /api/messages")
+    raw = getattr(options, "raw", "") or ""
+    if raw:
+        folder = Path(raw).expanduser().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise HarnessError(f"--raw {raw}: folder {folder} does not exist or is not "
+                               "writable; create it or choose another file")
+
+
+def check_run_time(seconds: float | int | None, flag: str = "-t/--run-time") -> None:
+    if seconds is not None and seconds > MAX_RUN_TIME_S:
+        raise HarnessError(f"{flag} is {seconds:g} s, longer than 30 days; give a shorter "
+                           "duration (e.g. 2h)")
+
+
 def users_limit(processes: int | None) -> int:
     """Users the given Locust processes can hold (None or 1: this process alone; -1: one
     per core)."""

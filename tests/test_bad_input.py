@@ -318,3 +318,31 @@ def test_hostile_replies_are_counted_and_escaped_in_every_report(tmp_path):
     html = (run_dir / "index.html").read_text()
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
     assert "ポッド" in html or "\\u30dd" in html
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-t", "99999999999999999999h"], "-t/--run-time is 3.6e+23 s, longer than 30 days"),
+    (["--method", ""], "--method '' is not an HTTP method"),
+    (["--method", "GET POST"], "--method 'GET POST' is not an HTTP method"),
+    (["--path", "//x"], "--path '//x' is not a request path"),
+    (["--raw", "/nonexistent/d/x.csv.gz"],
+     "--raw /nonexistent/d/x.csv.gz: folder /nonexistent/d does not exist or is not writable"),
+])
+@pytest.mark.parametrize("via", ["run", "locust"])
+def test_requests_that_cannot_be_sent_are_one_line_before_any_user(lab, tmp_path, args,
+                                                                    fragment, via):
+    # Once a traceback per request (or an OverflowError); now refused before the run.
+    if via == "run":
+        cmd = harness_cmd("run", "--kubeconfig", str(lab.kubeconfig), "--report-dir",
+                          str(tmp_path), "-u", "1", "-t", "2s", *args)
+    else:
+        if args[0] == "-t":
+            args = ["-t", "99999999h"]  # Locust parses -t itself: a huge whole number of hours
+            fragment = "-t/--run-time is 3.6e+11 s, longer than 30 days"
+        cmd = locust_cmd("--headless", "--kubeconfig", str(lab.kubeconfig), "--report-dir",
+                         str(tmp_path), "-u", "1", "-t", "2s", "--loglevel", "WARNING",
+                         "--only-summary", *args)
+    proc = run(cmd, timeout=60)
+    line = assert_one_line_error(proc, fragment)
+    assert proc.returncode == 2, line
+    assert not any(tmp_path.iterdir())  # nothing run, nothing written

@@ -25,7 +25,9 @@ from harness.errors import HarnessError
 from harness.options import (
     add_harness_options,
     check_numbers,
+    check_request,
     check_run_id,
+    check_run_time,
     check_users,
     run_folder,
     to_argv,
@@ -61,6 +63,8 @@ def validate(args) -> None:
     seconds = parse_duration(args.run_time)
     if seconds <= 0:
         raise HarnessError(f"-t/--run-time must be positive, got {args.run_time}")
+    check_run_time(seconds)
+    check_request(args)
     if args.processes is not None and args.processes == 0 or (
         args.processes is not None and args.processes < -1
     ):

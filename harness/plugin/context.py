@@ -18,7 +18,13 @@ from harness.core.faults import parse_specs
 from harness.core.model import Target
 from harness.core.recorder import SpreadRecorder
 from harness.errors import HarnessError
-from harness.options import check_numbers, check_run_id, check_users
+from harness.options import (
+    check_numbers,
+    check_request,
+    check_run_id,
+    check_run_time,
+    check_users,
+)
 
 
 @dataclass
@@ -114,6 +120,8 @@ def check_run_options(options, processes: int | None) -> None:
         value = getattr(options, name)
         if value is not None and value <= 0:
             raise HarnessError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_run_time(getattr(options, "run_time", None))
+    check_request(options)
     make_extractor(options.pod_from)
     parse_specs(options.lab_fault)
 
