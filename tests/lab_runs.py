@@ -25,7 +25,7 @@ MESSAGE = json.dumps({"sender": "test"}).encode()
 def post(ip: str, port: int, timeout: float = 3.0,
          conn: http.client.HTTPConnection | None = None) -> dict:
     """One POST /api/messages; a new connection unless `conn` is given (keep-alive)."""
-    assert ip.startswith("127.")
+    assert ip.startswith(("127.", "198.18.", "198.19.")), ip  # loopback, or the lab's netns
     own = conn is None
     conn = conn or http.client.HTTPConnection(ip, port, timeout=timeout)
     try:

@@ -9,7 +9,6 @@ iptables installed. Every address is in 198.18.0.0/15 and every request loop is 
 from __future__ import annotations
 
 import collections
-import http.client
 import json
 import os
 import shutil
@@ -20,14 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_runs import delta, load, pod_successes
+from lab_runs import delta, load, pod_successes, post
 
 from harness.errors import LabError
 from harness.lab import netns
 from harness.lab.cluster import LabCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-MESSAGE = json.dumps({"sender": "kernel"}).encode()
 # What kube-proxy's rules need from the kernel, each tried in a throw-away namespace.
 FEATURES = {
     "the statistic match (xt_statistic)":
@@ -64,24 +62,6 @@ def _missing() -> str | None:
 
 MISSING = _missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"kernel datapath: {MISSING}")
-
-
-def post(ip: str, port: int, timeout: float = 3.0,
-         conn: http.client.HTTPConnection | None = None) -> dict:
-    """One POST /api/messages to a lab address (a new connection unless `conn` is given)."""
-    assert ip.startswith(("198.18.", "198.19.")), ip  # the lab's own namespaces only
-    own = conn is None
-    conn = conn or http.client.HTTPConnection(ip, port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/messages", body=MESSAGE,
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read()
-        assert resp.status == 200, body
-        return json.loads(body)
-    finally:
-        if own:
-            conn.close()
 
 
 def times_out(ip: str, port: int, timeout: float = 0.5) -> bool:
