@@ -77,7 +77,12 @@ def add_harness_options(parser, *, locust: bool = False) -> None:
     add("--plotlyjs", default="inline", choices=PLOTLYJS_MODES,
         help="plotly.js in the HTML report: inline (offline), directory, cdn")
     add("--progress", action="store_true", default=False, ui=False,
-        help="print a one-line progress every second")
+        help="print the run's progress: elapsed of total, req/s and p95 now, failures, each "
+             "entry node's share; one line rewritten on a terminal, a line every 10 s in a "
+             "pipe (`run`: on by default on a terminal)")
+    # Locust's tables are printed by its process, not by a form's run: not in the web UI.
+    add("--locust-stats", action="store_true", default=False, ui=False,
+        help="also print Locust's own request and percentile tables at the end")
     add("--max-fail-ratio", type=float, default=None, help="threshold: failed share (0-1)")
     add("--max-p95-ms", type=float, default=None, help="threshold: p95 latency, ms")
     add("--max-p99-ms", type=float, default=None, help="threshold: p99 latency, ms")
@@ -161,6 +166,45 @@ def web_ui_dests() -> list[str]:
     add_harness_options(_Collect(), locust=True)
     add_capacity_options(_Collect(), locust=True)
     return shown
+
+
+# Locust's web form: the options it shows, in this order, each with its label (Locust would
+# make one of the option's name and raw help: "Max P9 5Ms (threshold: p95 latency, ms)").
+# Options not listed here come after these, labelled from their flag.
+WEB_FORM_LABELS = {
+    "entry": "Entry: all (round-robin), random, single, sticky (a node per user) or lb",
+    "connection": "Connection: keepalive (reuse) or close (a new TCP connection per request)",
+    "node": "Node for Entry single (empty: the first node)",
+    "path": "Request path",
+    "method": "HTTP method",
+    "body": "Request body ({user} becomes the user id)",
+    "pod_from": "Pod from the reply: auto, json:FIELD, header:NAME, body or regex:PATTERN",
+    "timeout": "Timeout of each request (seconds)",
+    "run_id": "Run id: the run's folder name (empty: run-<time>)",
+    "max_fail_ratio": "Threshold: largest failed share (0-1)",
+    "max_p95_ms": "Threshold: largest p95 latency (ms)",
+    "max_p99_ms": "Threshold: largest p99 latency (ms)",
+    "min_fairness": "Threshold: smallest fairness over pods (Jain's index, 0-1)",
+    "max_node_share": "Threshold: largest share entering one node (0-1)",
+    "require_all_pods": "Threshold: every pod serves at least one request",
+    "max_body": "Largest reply body read (bytes; k or M suffix)",
+    "max_pods": "Distinct pod names recorded (more count as \"(other)\")",
+    "plotlyjs": "Plotly.js in the HTML report: inline (offline), directory or cdn",
+    # (the capacity locustfile's)
+    "step_users": "Users added per step (closed loop)",
+    "start_users": "Users in the first step (empty: the step)",
+    "max_users": "Users in the last step",
+    "step_rps": "Requests/s added per step (open loop)",
+    "start_rps": "Requests/s of the first step (empty: the step)",
+    "max_rps": "Requests/s of the last step",
+    "step_time": "Length of each step (e.g. 10s, 1m)",
+    "settle_s": "Seconds left out at each step's start",
+    "pacing_s": "Seconds between one user's requests (open loop)",
+    "slo_p95_ms": "SLO: p95 latency (ms)",
+    "slo_fail_ratio": "SLO: largest failed share (0-1)",
+    "target_rps": "Requests/s to plan pods for",
+    "headroom": "Share of each pod's capacity kept spare (0-1)",
+}
 
 
 def option_types() -> dict[str, tuple[object, object]]:

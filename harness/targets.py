@@ -6,7 +6,9 @@ during a run."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,8 @@ from typing import Any
 from harness.core.faults import Fault
 from harness.core.model import Target
 from harness.discovery import ADDRESS_TYPES, DiscoveryOptions
-from harness.errors import DiscoveryError, HarnessError
-from harness.lab.config import DATAPATHS
+from harness.errors import DiscoveryError, HarnessError, LabError
+from harness.lab.config import LabConfig, flag_of
 
 
 def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None:
@@ -23,9 +25,7 @@ def add_target_arguments(parser, *, lab_default: bool = False, add=None) -> None
     parser = _Adder(add) if add else parser
     parser.add_argument("--lab", action="store_true", default=lab_default,
                         help="start the embedded lab cluster for this command and target it")
-    parser.add_argument("--lab-datapath", default=DATAPATHS[0], choices=DATAPATHS,
-                        help="with --lab: userspace (default) or kernel (nodes and pods in "
-                             "network namespaces, kube-proxy's iptables rules; needs root)")
+    add_lab_shape_arguments(parser)
     parser.add_argument("--kubeconfig", default=None,
                         help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
@@ -53,6 +53,98 @@ class _Adder:
         self.add_argument = add
 
 
+# -- the lab --lab starts: `nodeport-harness lab`'s shape settings, spelled --lab-<flag> ----------
+
+# Every setting of `nodeport-harness lab` that shapes the cluster. Not its --block (a
+# throw-away lab takes a free address block) nor --restricted-token (the command uses the
+# lab's admin kubeconfig).
+LAB_SHAPE = ("nodes", "pods", "placement", "service_type", "node_port", "policy", "affinity",
+             "proxy_mode", "pod_service_ms", "slow_pod_ms", "pod_concurrency", "external_ip",
+             "extra_api_nodes", "hop_ms", "lb_check_s", "restart_delay_s", "seed", "datapath",
+             "control_plane")
+_LAB_HELP = {"service_type": "the Service's type: NodePort, ClusterIP or LoadBalancer "
+                             "(default NodePort; LoadBalancer with --entry lb)"}
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+def lab_flag(name: str) -> str:
+    """How --lab spells a lab setting: --lab-nodes, --lab-no-external-ip."""
+    return "--lab-" + flag_of(name).removeprefix("--")
+
+
+def _lab_specs() -> list[dataclasses.Field]:
+    return [spec for spec in dataclasses.fields(LabConfig) if spec.name in LAB_SHAPE]
+
+
+def add_lab_shape_arguments(parser) -> None:
+    """--lab-<flag> for each LAB_SHAPE setting, typed as `nodeport-harness lab` types it.
+    Not given: None (False for a switch), so what was given can be told apart."""
+    for spec in _lab_specs():
+        options = {k: v for k, v in spec.metadata.items() if k in ("type", "choices", "action")}
+        options["default"] = False if options.get("action") == "store_true" else None
+        options["help"] = "with --lab: " + (_LAB_HELP.get(spec.name) or spec.metadata["help"])
+        parser.add_argument(lab_flag(spec.name), **options)
+
+
+def _dest(name: str) -> str:
+    return lab_flag(name).removeprefix("--").replace("-", "_")
+
+
+def lab_shape_given(args) -> dict[str, Any]:
+    """The lab settings the --lab-<flag> options gave (name -> value, as LabConfig takes it)."""
+    given: dict[str, Any] = {}
+    for spec in _lab_specs():
+        value = getattr(args, _dest(spec.name), None)
+        if value is None or value is False:
+            continue
+        parse = spec.metadata.get("parse")
+        try:
+            given[spec.name] = parse(value) if parse else value
+        except LabError as err:
+            raise LabError(_lab_flags(str(err))) from None
+    return given
+
+
+def clear_lab_shape(args) -> None:
+    """Forget the --lab-<flag> options (a command that started the lab itself hands the run
+    its kubeconfig instead)."""
+    for spec in _lab_specs():
+        if hasattr(args, _dest(spec.name)):
+            setattr(args, _dest(spec.name), None)
+
+
+def lab_config(args, **defaults: Any) -> LabConfig | None:
+    """The lab --lab starts: LabConfig's defaults, then the command's ``defaults``, then the
+    --lab-<flag> options; with --entry lb its Service is a LoadBalancer unless
+    --lab-service-type says otherwise (then: a one-line refusal). None without --lab, and a
+    one-line refusal when --lab-<flag> options came without it."""
+    given = lab_shape_given(args)
+    flags = [lab_flag(name) for name in given]
+    if not getattr(args, "lab", False):
+        if flags:
+            one = len(flags) == 1
+            raise HarnessError(f"{', '.join(flags)} shape{'s' if one else ''} the lab that --lab "
+                               f"starts: add --lab, or leave {'it' if one else 'them'} out")
+        return None
+    settings = {**defaults, **given}
+    if getattr(args, "entry", None) == "lb":
+        chosen = settings.setdefault("service_type", "LoadBalancer")
+        if chosen != "LoadBalancer":
+            raise HarnessError(f"--entry lb needs a LoadBalancer and --lab-service-type {chosen} "
+                               "has none: use --lab-service-type LoadBalancer (or leave it out: "
+                               "with --entry lb the lab's Service is a LoadBalancer)")
+    try:
+        return LabConfig(**settings)
+    except LabError as err:
+        raise LabError(_lab_flags(str(err))) from None
+
+
+def _lab_flags(message: str) -> str:
+    """A LabConfig refusal with the flags as --lab spells them (--nodes -> --lab-nodes)."""
+    spelled = {flag_of(name): lab_flag(name) for name in LAB_SHAPE}
+    return _FLAG.sub(lambda found: spelled.get(found.group(0), found.group(0)), message)
+
+
 def options_from_args(args) -> DiscoveryOptions:
     if args.port_name is not None and args.port is not None:
         raise DiscoveryError("give either --port-name or --port, not both")
@@ -67,17 +159,18 @@ def options_from_args(args) -> DiscoveryOptions:
 
 @contextlib.contextmanager
 def target_source(args, **lab_options) -> Iterator[DiscoveryOptions]:
-    """Discovery options for the command, with a lab running around it when --lab is given."""
+    """Discovery options for the command, with a lab running around it when --lab is given
+    (shaped by ``lab_options``, then the --lab-<flag> options: ``lab_config``)."""
     opts = options_from_args(args)
-    if not getattr(args, "lab", False):
+    config = lab_config(args, **lab_options)
+    if config is None:
         yield opts
         return
     if opts.kubeconfig or opts.inventory or opts.context:
         raise DiscoveryError("--lab cannot be combined with --kubeconfig, --context or --inventory")
     from harness.lab.cluster import LabCluster
 
-    datapath = getattr(args, "lab_datapath", None) or DATAPATHS[0]
-    with LabCluster(**{"datapath": datapath, **lab_options}) as lab:
+    with LabCluster(config) as lab:
         opts.kubeconfig = str(lab.kubeconfig)
         opts.extra["lab"] = lab  # faults and ground truth for the command that asked
         yield opts

@@ -36,7 +36,7 @@ def test_thresholds_pass_exit_0_with_every_output(lab, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["schema"] == "nodeport-harness/summary/v1"
     assert all(t["passed"] for t in summary["thresholds"])
-    assert "threshold ok" in proc.stderr
+    assert "✓ failure ratio" in proc.stderr and "✗" not in proc.stderr
     assert not list(run_dir.glob(".*.tmp")), "a temp file was left behind"
 
 
@@ -44,7 +44,7 @@ def test_breach_exits_1_and_is_named_everywhere(lab, tmp_path):
     proc, run_dir = run(lab, tmp_path, "breach", "--max-p95-ms", "0.001",
                         "--max-node-share", "0.5", "--entry", "single")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "BREACHED" in proc.stderr and "p95" in proc.stderr
+    assert "✗ p95 latency" in proc.stderr and "✗ largest entry-node share" in proc.stderr
     failures = list(ET.parse(run_dir / "junit.xml").getroot().iter("failure"))
     assert len(failures) == 2
     md = (run_dir / "summary.md").read_text()

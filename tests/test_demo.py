@@ -1,6 +1,12 @@
 """`nodeport-harness demo --quick` end to end: its claims agree with what the lab did."""
 
+import base64
+import copy
+import html
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -9,7 +15,9 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from harness.core.text import pct
+from harness.commands.demo import QUICK_SECONDS, verdict_groups
+from harness.core.text import number, pct
+from harness.report.demo_page import render_demo_page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +55,17 @@ def failure_seconds(spread, node):
     return [row["t"] for row in spread["series"].get(node, []) if row["failures"]]
 
 
+def page_figures(page):
+    """The page's plotly figures, as the browser parses them."""
+    found = re.search(r'<script type="application/json" id="figures">(.*?)</script>', page, re.S)
+    assert found, "no figures on the page"
+    return json.loads(found.group(1))
+
+
+def traces(figure):
+    return {trace["name"]: trace for trace in figure["data"]}
+
+
 def test_page_and_every_scenario(demo):
     page = (demo["dir"] / "index.html").read_text()
     ids = [s["id"] for s in demo["data"]["scenarios"]]
@@ -59,12 +78,212 @@ def test_page_and_every_scenario(demo):
     for c in demo["data"]["claims"]:
         # As jinja autoescapes it: a figure such as "> 99.9 %" reads "&gt; 99.9 %" in HTML.
         assert str(escape(c["text"])) in page
+    # The verdict first, then the three charts, then the scenarios.
+    order = [page.index(f'<section id="{part}">') for part in ("verdict", "charts", "scenarios")]
+    assert order == sorted(order), order
+    last_claim = max(page.index(str(escape(c["text"]))) for c in demo["data"]["claims"])
+    assert last_claim < page.index('id="chart-ingress"')
+    assert (page.index('id="chart-ingress"') < page.index('id="chart-failures"')
+            < page.index('id="chart-connections"') < page.index('href="naive/index.html"'))
+
+
+def test_page_charts_answer_the_three_questions(demo):
+    """Each chart holds the measured figures of the scenarios it compares."""
+    figures = page_figures((demo["dir"] / "index.html").read_text())
+    assert set(figures) == {"ingress", "failures", "connections"}
+    summaries = {s["id"]: s["summary"] for s in demo["data"]["scenarios"]}
+
+    ingress = traces(figures["ingress"])
+    assert list(ingress) == ["one node's address", "every node's address", "the LoadBalancer"]
+    assert ingress["one node's address"]["x"] == ["node-1", "node-2", "node-3"]
+    assert ingress["one node's address"]["y"] == [1.0, 0.0, 0.0]  # the naive client
+    assert ingress["every node's address"]["y"] == pytest.approx(
+        [n["share"] for n in summaries["all-keepalive"]["nodes"]], abs=1e-9)
+    lb = summaries["fail-lb"]["lb"]["shares"]
+    assert ingress["the LoadBalancer"]["y"] == pytest.approx([lb[n] for n in sorted(lb)])
+    assert all(ingress["the LoadBalancer"]["y"])  # it passed requests to every node
+
+    failures = traces(figures["failures"])
+    assert list(failures) == ["one node's address", "every node's address", "the LoadBalancer"]
+    for name, sid in (("one node's address", "fail-single"), ("every node's address",
+                      "fail-all"), ("the LoadBalancer", "fail-lb")):
+        x, y = failures[name]["x"], failures[name]["y"]
+        assert len(x) == len(y) >= 4 and x == sorted(x) and x[0] < 0 < x[-1], (name, x)
+        assert all(share == 0 for at, share in zip(x, y, strict=True) if at + 1 <= 0), name
+        fault = next(f for f in summaries[sid]["faults"] if f["action"] == "down")
+        rows = [r for r in summaries[sid]["timeline"]["overall"] if r["requests"]]
+        assert y[:-1] == pytest.approx([r["failures"] / r["requests"] for r in rows])
+        assert x[0] == pytest.approx(rows[0]["t"] - fault["t"])
+    assert failures["one node's address"]["y"][-1] == 1.0  # everything fails, to the end
+    assert failures["the LoadBalancer"]["y"][-1] == 0.0  # the health check took node-1 out
+
+    connections = traces(figures["connections"])
+    assert list(connections) == ["keep-alive", "new connection per request"]
+    close = connections["new connection per request"]["y"]
+    assert len(close) == 6 and sum(close) == pytest.approx(1.0)
+    assert max(close) - min(close) < 0.1  # one pick per request: close to even
+    # Short names on the axis, the full name on hover, in the lab's order.
+    pods = [p["name"] for p in demo["data"]["ground_truth"]["pods"]]
+    assert connections["keep-alive"]["x"] == [p.rsplit("-", 1)[-1] for p in pods]
+    assert [c[0] for c in connections["keep-alive"]["customdata"]] == pods
+    shares = {p["name"]: p["share"] for p in summaries["all-keepalive"]["pods"]}
+    assert connections["keep-alive"]["y"] == pytest.approx([shares[p] for p in pods])
+
+
+def page_text(page):
+    """What a reader sees: no tags, no scripts or styles, entities decoded."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_page_numbers_read_alike(demo):
+    """Every figure through the one formatter set: counts with thousands separators, the
+    run time as it ran."""
+    page = (demo["dir"] / "index.html").read_text()
+    text = page_text(page)
+    data = demo["data"]
+    counts = [s["summary"]["totals"]["requests"] for s in data["scenarios"]]
+    assert max(counts) >= 1000, counts
+    for requests in counts:
+        assert f">{number(requests)}<" in page, requests  # the overview table's cell
+        assert ("," in number(requests)) == (requests >= 1000)
+    # No bare count of four digits or more: only names (pods, addresses) and ports hold them.
+    names = {p["name"] for p in data["ground_truth"]["pods"]}
+    names |= {p for s in data["scenarios"] for p in s["summary"].get("zero_pods") or []}
+    for scenario in data["scenarios"]:
+        names |= {p["name"] for p in scenario["summary"]["pods"]}
+    scrubbed = text
+    for name in sorted(names, key=len, reverse=True):
+        scrubbed = scrubbed.replace(name, "POD")
+    scrubbed = re.sub(r"\b(?:\d{1,3}\.){3}\d{1,3}\b", "ADDRESS", scrubbed)
+    scrubbed = re.sub(r"\bport \d+", "port N", scrubbed)
+    scrubbed = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "WHEN", scrubbed)
+    bare = re.findall(r"(?<![\d,.])\d{4,}(?![\d,])", scrubbed)
+    assert not bare, bare
+    # The run time stated is the one the runs had.
+    assert data["seconds_per_scenario"] == QUICK_SECONDS
+    assert f"{QUICK_SECONDS} s of load each" in text
+    for scenario in data["scenarios"]:
+        ran = run_of(demo, scenario["id"])
+        assert ran["options"]["run_time"] == QUICK_SECONDS
+        assert f" -t {QUICK_SECONDS}s " in ran["command"]
+        assert QUICK_SECONDS <= scenario["ran_s"] < QUICK_SECONDS + 1.5, scenario["ran_s"]
+        assert scenario["wall_s"] > scenario["ran_s"]
+
+
+def test_page_escapes_names_from_the_cluster(demo):
+    """A pod, node or finding holding markup shows as text on the page and in the charts."""
+    data = copy.deepcopy(demo["data"])
+    hostile = '<img src=x onerror="window.__xss=1">'
+    for scenario in data["scenarios"]:
+        summary = scenario["summary"]
+        for pod in summary["pods"]:
+            pod["name"] = pod["name"] + hostile
+        for node in summary["nodes"]:
+            node["name"] = node["name"] + hostile
+        for finding in summary["findings"]:
+            finding["text"] = hostile + finding["text"]
+        scenario["headline"] = hostile + scenario["headline"]
+    page = render_demo_page(data, verdict_groups(data), {"mode": "cdn", "inline": None,
+                                                         "src": "plotly.js", "integrity": None})
+    assert hostile not in page
+    assert str(escape(hostile)) in page
+    for figure in page_figures(page).values():
+        for trace in figure["data"]:
+            hovers = [c[0] for c in trace.get("customdata") or [] if isinstance(c, list)]
+            for value in [*trace.get("x", []), *hovers]:
+                assert "<img" not in str(value), value
+    assert "&lt;img" in json.dumps(page_figures(page))
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Anything outside the 1400 px viewport, any box that scrolls or cuts its content, any chart
+# label outside its chart: what a reader would not see.
+CLIPPED = """(() => {
+  const width = document.documentElement.clientWidth;
+  const out = [];
+  if (document.documentElement.scrollWidth > width) {
+    out.push('the page scrolls sideways: ' + document.documentElement.scrollWidth);
+  }
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('#js-plotly-tester')) continue;  // plotly's off-screen measuring box
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    const name = el.tagName + (el.id ? '#' + el.id : '') + ' ' +
+                 (el.textContent || '').slice(0, 40);
+    if (r.right > width + 1 || r.left < -1) out.push('off the page: ' + name);
+    if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible') {
+      out.push('cut or scrolled: ' + name);
+    }
+  }
+  for (const chart of document.querySelectorAll('.chart')) {
+    const box = chart.getBoundingClientRect();
+    const labels = '.legendtext, .xtick text, .ytick text, .g-xtitle text, .g-ytitle text, ' +
+                   '.annotation-text, text.bartext';
+    for (const t of chart.querySelectorAll(labels)) {
+      const r = t.getBoundingClientRect();
+      if (!r.width || !r.height) continue;  // hidden by plotly: it did not fit its bar
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 ||
+          r.bottom > box.bottom + 1) out.push('cut in ' + chart.id + ': ' + t.textContent);
+    }
+  }
+  return out.slice(0, 20);
+})()"""
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed")
+def test_page_in_chromium_at_1400px(demo, tmp_path):
+    """The page as a reader sees it: the verdict on top, three charts drawn, nothing cut."""
+    pytest.importorskip("websocket", reason="websocket-client drives Chromium")
+    from test_webui_browser import Browser
+
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.open((demo["dir"] / "index.html").as_uri())
+        browser.wait_for("document.body && (document.body.dataset.rendered === 'ok' || "
+                         "!!document.body.dataset.jsErrors)", timeout=60)
+        assert browser.evaluate("document.body.dataset.jsErrors || ''") == ""
+        assert not browser.errors, browser.errors
+        assert browser.evaluate("document.body.dataset.charts") == "3"
+        drawn = browser.evaluate("""[...document.querySelectorAll('.chart')].map(c => ({
+            id: c.id, traces: (c.data || []).map(t => [t.name, (t.y || []).length]),
+            svg: c.querySelectorAll('svg.main-svg').length,
+            top: c.getBoundingClientRect().top + window.scrollY}))""")
+        assert [(c["id"], [name for name, _ in c["traces"]]) for c in drawn] == [
+            ("chart-ingress", ["one node's address", "every node's address", "the LoadBalancer"]),
+            ("chart-failures", ["one node's address", "every node's address",
+                                "the LoadBalancer"]),
+            ("chart-connections", ["keep-alive", "new connection per request"])]
+        assert all(points for c in drawn for _, points in c["traces"]), drawn
+        assert all(c["svg"] for c in drawn), drawn
+        # Side by side at 1400 px, under the verdict.
+        verdict = browser.evaluate("document.getElementById('verdict').getBoundingClientRect()"
+                                   ".bottom + window.scrollY")
+        assert verdict <= min(c["top"] for c in drawn), (verdict, drawn)
+        assert len({round(c["top"]) for c in drawn}) == 1, drawn
+        clipped = browser.evaluate(CLIPPED)
+        assert clipped == [], clipped
+        height = browser.evaluate("document.documentElement.scrollHeight")
+        shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": height, "scale": 1})
+    finally:
+        browser.close()
+    png = tmp_path / "demo-page.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshot: {png}")
 
 
 def test_quick_demo_is_quick(demo):
     # Generous slack for a loaded CI machine; the figure itself is printed by the demo.
     assert demo["elapsed"] < 120, demo["elapsed"]
     assert demo["data"]["duration_s"] < 90
+    # Where the time went adds up: the lab's start, then each scenario's whole time.
+    data = demo["data"]
+    spent = data["lab_start_s"] + sum(s["wall_s"] for s in data["scenarios"])
+    assert spent <= data["duration_s"] < spent + 5, (spent, data["duration_s"])
 
 
 def test_naive_scenario_all_ingress_on_node_1(demo):

@@ -194,11 +194,11 @@ def test_compare_warns_when_the_runs_measured_different_services(tmp_path, capsy
     target = json.loads((second / "target.json").read_text())
     target["service"]["name"] = "other"
     (second / "target.json").write_text(json.dumps(target))
-    code, _out, err = main(capsys, "compare", str(first), str(second), "--plotlyjs", "cdn")
+    code, out, err = main(capsys, "compare", str(first), str(second), "--plotlyjs", "cdn")
     assert code == 0
     assert "warning: the runs measured 2 different Services: demo/helloworld (a); " \
            "demo/other (b)" in err
-    page = (tmp_path / "compare" / "index.html").read_text()
+    page = Path(next(p for p in out.splitlines() if p.endswith("index.html"))).read_text()
     assert "different Services" in page
     same = build_compare([first, first], tmp_path / "same", plotlyjs="cdn")
     assert same["warnings"] == []

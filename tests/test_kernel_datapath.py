@@ -127,12 +127,13 @@ def test_the_seed_curl_through_a_node_port_reaches_a_pod(kernel_lab):
 
 def test_the_seed_commands_verbatim(kernel_lab, tmp_path):
     """kubectl, jq and curl exactly as the seed lab types them, against the kernel lab."""
-    from test_seed_commands import CURL, EXTERNAL_IP, NODE_PORT
+    from harness.commands.lab import seed_commands
 
     if not all(shutil.which(tool) for tool in ("kubectl", "jq", "curl", "bash")):
         pytest.skip("kubectl, jq, curl and bash are needed for the seed commands")
-    env = {**os.environ, "KUBECONFIG": str(kernel_lab.kubeconfig), "HOME": str(tmp_path)}
-    script = f"IP=$({EXTERNAL_IP}); PORT=$({NODE_PORT}); {CURL}"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    # The block the lab prints (and the README shows), line for line.
+    script = "\n".join(["set -euo pipefail", *seed_commands(kernel_lab.kubeconfig)])
     proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
                           timeout=60)
     answer = json.loads(proc.stdout)

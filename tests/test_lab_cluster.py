@@ -197,7 +197,7 @@ def test_lab_command_foreground_stats_fault_and_sigterm(tmp_path: Path) -> None:
                 break
         banner = "".join(lines)
         assert f"export KUBECONFIG={state_dir / 'kubeconfig'}" in banner, banner
-        assert "kubectl get svc helloworld" in banner and "curl -s -X POST" in banner
+        assert "kubectl get svc helloworld" in banner and "curl -X POST" in banner
         info = json.loads((state_dir / "lab.json").read_text())
         node = info["nodes"][0]
         assert post(node["external_ip"], info["node_port"])

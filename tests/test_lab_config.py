@@ -95,7 +95,8 @@ def test_flags_are_offered_only_for_known_settings():
 
 
 def test_the_lab_speaks_the_one_fault_vocabulary():
-    assert USAGE_ACTIONS[1:-1] == tuple(f"fault {u}" for u in USAGE)
+    assert tuple(a for a in USAGE_ACTIONS if a.startswith("fault ")) == tuple(
+        f"fault {u}" for u in USAGE)
     assert all(f'"{kind}"' in BODY_FORMAT for kind in KINDS)
     assert all(f'"{a}"' in BODY_FORMAT for actions in ACTIONS.values() for a in actions)
 

@@ -45,6 +45,7 @@ THIRD_PARTY: dict[str, set[str]] = {
     "jinja2": {"report", "commands"},
     "plotly": {"report"},
     "markupsafe": {"report"},
+    "rich": {"report", "commands"},  # the terminal's views: report/terminal.py, the demo
 }
 CORE_THIRD_PARTY = {"numpy", "scipy", "regex"}  # the core's only non-stdlib imports
 LISTENERS = "harness.plugin.listeners"

@@ -180,8 +180,10 @@ def test_compare_shows_the_lbs_node_shares_not_100_percent(tmp_path):
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "nodes the LoadBalancer chose" in page
     assert "its node choice was not seen" in page
-    row = page.split("largest entry-node share", 1)[1].split("</tr>", 1)[0]
-    assert "100 %" not in row
+    for run_id in ("run-lb", "run-lb-local"):  # the side-by-side table: a row per run
+        row = page.split(f"<strong>{run_id}</strong>", 1)[1].split("</tr>", 1)[0]
+        busiest = row.split('<td class="wrap">', 1)[1].split("</td>", 1)[0]
+        assert "100 %" not in busiest and ("LoadBalancer" in busiest)
 
 
 # -- discovery: every node address and the pod CIDRs ---------------------------------------

@@ -27,6 +27,7 @@ from harness.options import (
     harness_dests,
     to_argv,
 )
+from harness.targets import LAB_SHAPE, lab_flag
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ["1:node:node-1:down", "2.5:node:node-1:up"]
@@ -34,9 +35,11 @@ FAULTS = ["1:node:node-1:down", "2.5:node:node-1:up"]
 INTERNAL = {"nodeport_target", "capacity_lab"}
 # Kept out of Locust's web-UI form: files and schedules that belong to the command line.
 # Fixed at start-up: where files go, and the target (discovery runs once, at start-up).
-TARGET = {"lab", "lab_datapath", "kubeconfig", "context", "namespace", "service", "port_name",
-          "port", "address_type", "inventory", "include_control_plane", "include_not_ready"}
-NOT_IN_WEB_UI = {"raw", "lab_fault", "progress", "report_dir", *TARGET, *INTERNAL}
+TARGET = {"lab", "kubeconfig", "context", "namespace", "service", "port_name",
+          "port", "address_type", "inventory", "include_control_plane", "include_not_ready",
+          *(lab_flag(name)[2:].replace("-", "_") for name in LAB_SHAPE)}
+NOT_IN_WEB_UI = {"raw", "lab_fault", "progress", "locust_stats", "report_dir", *TARGET,
+                 *INTERNAL}
 
 
 def harness_parser() -> argparse.ArgumentParser:

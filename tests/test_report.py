@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import json
+import math
 import os
+import random
 import re
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
-from report_runs import HOSTILE_PODS, make_run
+from report_runs import HOSTILE_PODS, T0, make_run
 
 from harness.cli import main
 from harness.core.analysis import SUMMARY_SCHEMA
 from harness.core.text import redact_command
 from harness.errors import ReportError
+from harness.report import charts
 from harness.report import csvs as tables
-from harness.report.build import OUTPUTS, build_report
-from harness.report.compare import build_compare
+from harness.report.build import (
+    OUTPUTS,
+    build_report,
+    inferred_cwd,
+    reproduce_command,
+    target_sentence,
+)
+from harness.report.compare import build_compare, conclusion, new_folder
 from harness.report.html import script_json
 from harness.report.junit import xml_text
 from harness.report.markdown import md
@@ -317,3 +330,272 @@ def test_script_json_and_markdown_escaping():
     assert not set("<>&\u2028") & set(safe) and json.loads(safe) == json.loads(text)
     assert md("a|b <i>*x*</i>") == r"a\|b &lt;i&gt;\*x\*&lt;/i&gt;"
     assert xml_text("ok\x00\x1f") == "ok\ufffd\ufffd"
+
+
+# -- run and compare pages (issue 17): partial seconds, log ticks, short names, footers -------
+
+def values(array) -> list[float]:
+    """A plotly JSON array: a list, or a typed array ({"dtype", "bdata"})."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_whole_seconds_leave_out_the_partial_first_and_last_second():
+    t0 = 1_700_000_000
+    rows = [{"t": t0 + s, "elapsed_s": s, "requests": 3000} for s in range(11)]
+    start, end = t0 + 0.765, t0 + 10.797  # the run's own start and stop (run.json)
+    kept = charts.whole_seconds(rows, start, end)
+    assert [r["elapsed_s"] for r in kept] == list(range(1, 10))
+    dropped = charts.partial_seconds({"node-1": rows}, start, end)
+    assert [t for t, _ in dropped] == [0, 10]
+    assert [round(part, 3) for _, part in dropped] == [0.235, 0.797]
+    # Whole seconds at both ends (or a few ms short of it) stay; unknown bounds keep all.
+    assert len(charts.whole_seconds(rows, t0 + 0.01, t0 + 11)) == 11
+    assert len(charts.whole_seconds(rows, None, None)) == 11
+    # A request completing after the stop (in flight at the end) is no whole second either.
+    assert charts.partial_seconds({"n": rows}, t0, t0 + 9.0) == [(9, 0.0), (10, 0.0)]
+
+
+def test_rate_charts_do_not_draw_partial_seconds_as_a_crash(tmp_path):
+    run_dir = make_run(tmp_path, seconds=6, down=None)
+    edit_json(run_dir / "run.json", started=T0 + 0.6, stopped=T0 + 5.3)
+    build_report(run_dir, plotlyjs="cdn")
+    page = (run_dir / "index.html").read_text()
+    figures = figures_of(page)
+    for trace in figures["rps"]["data"]:
+        # Seconds 1..4 only: 0 and 5 ran for 0.4 s and 0.3 s.
+        assert trace["x0"] == 1 and len(values(trace["y"])) == 4
+        assert min(values(trace["y"])) == 20  # 60 requests/s over 3 nodes, no dip
+    assert all(len(values(t["y"])) == 6 for t in figures["p95"]["data"]
+               if not t["name"].endswith("(failed)"))  # latency keeps every second
+    assert figures["rps"]["layout"]["xaxis"]["range"] == [0, 5]  # aligned with p95's
+    assert "Partial seconds are not drawn: 0 s (0.4 s of it), 5 s (0.3 s of it)." in page
+
+
+def test_no_failures_chart_when_nothing_failed(tmp_path):
+    run_dir = make_run(tmp_path, seconds=3, per_second=30, down=None)  # under 97: no 503
+    build_report(run_dir, plotlyjs="cdn")
+    page = (run_dir / "index.html").read_text()
+    assert "failures" not in figures_of(page) and 'id="chart-failures"' not in page
+    assert '<p class="note" id="no-failures">Failures per second: No request failed.</p>' in page
+
+
+def test_log_ticks_read_as_numbers_in_order():
+    ticks, texts, span = charts.log_ticks(0.8, 37)
+    assert texts == ["0.5", "1", "2", "5", "10", "20", "50"]
+    assert span == pytest.approx([math.log10(0.5), math.log10(50)])
+    ticks, texts, _ = charts.log_ticks(0.004, 30_000)  # 8 decades: one tick per decade
+    assert texts == ["0.001", "0.01", "0.1", "1", "10", "100", "1,000", "10,000", "100,000"]
+    assert [float(t.replace(",", "")) for t in texts] == ticks == sorted(ticks)
+    for low, high in ((0.123, 0.124), (3, 3), (1, 1000), (7.5, 12_345.6)):
+        ticks, texts, span = charts.log_ticks(low, high)
+        assert 10 ** span[0] <= low and 10 ** span[1] >= high and len(ticks) >= 2
+        assert ticks == sorted(set(ticks))
+    with pytest.raises(ValueError):
+        charts.log_ticks(0, 5)
+
+
+def test_latency_cdf_has_explicit_number_ticks(built):
+    run_dir, _ = built
+    axis = figures_of((run_dir / "index.html").read_text())["latency_cdf"]["layout"]["xaxis"]
+    assert axis["type"] == "log" and axis["tickmode"] == "array"
+    assert [float(t.replace(",", "")) for t in axis["ticktext"]] == axis["tickvals"]
+    assert set(str(t)[0] for t in axis["ticktext"]) <= {"0", "1", "2", "5"}
+
+
+def test_short_names_keep_what_tells_pods_apart():
+    assert charts.short_names(["helloworld-5f7c9d8b6-x2x7q", "helloworld-5f7c9d8b6-9kq4z"]) \
+        == ["x2x7q", "9kq4z"]
+    # A suffix two pods share, or one too short to read alone, takes more of the name.
+    assert charts.short_names(["a-6d4-x2x7q", "b-6d4-x2x7q", "web-0", "web-1", "unknown"]) \
+        == ["a-6d4-x2x7q", "b-6d4-x2x7q", "web-0", "web-1", "unknown"]
+    assert charts.short_names(["p" * 300, "q" * 300])[0] == "p" * 31 + "…"
+    assert charts.pod_labels(["x-<b>bold</b>"]) == ["&lt;b&gt;bold&lt;/b&gt;"]
+    rng = random.Random(17)
+    for _ in range(300):
+        names = ["-".join(rng.choice(["a", "b", "web", "5f7c", "x2x7q", ""])
+                          for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 8))]
+        short = charts.short_names(names)
+        assert len(set(short)) == len(short), (names, short)
+        for name, text in zip(names, short, strict=True):
+            assert name.endswith(text.split(" #")[0]) or " #" in text, (name, text)
+
+
+def test_pod_axes_show_short_names_flat_with_full_names_on_hover(built):
+    run_dir, _ = built
+    figures = figures_of((run_dir / "index.html").read_text())
+    heatmap = figures["heatmap"]
+    trace = heatmap["data"][0]
+    assert trace["x"] == [f"{i:05d}" for i in range(6)]
+    assert heatmap["layout"]["xaxis"]["type"] == "category"  # "00001" stays a name
+    assert heatmap["layout"]["xaxis"]["tickangle"] == 0
+    assert trace["customdata"][0][0][0] == "helloworld-5f7c9d8b6-00000"
+    assert figures["pod_shares"]["layout"]["xaxis"]["tickangle"] == 0
+
+
+def test_reproduce_command_spells_out_the_target_with_absolute_paths():
+    target = {"source": "inventory",
+              "service": {"name": "web", "namespace": "shop", "type": "NodePort"}}
+    typed = ("nodeport-harness run -u 5 --inventory inv.yaml --run-id r1 --report-dir=out "
+             "--raw ~/raw.csv.gz")
+    command = reproduce_command(typed, {"inventory": "inv.yaml"}, target, "/home/u/proj")
+    assert shlex.split(command) == [
+        "nodeport-harness", "run", "-u", "5", "--inventory", "/home/u/proj/inv.yaml",
+        "--report-dir=/home/u/proj/out", "--raw", os.path.expanduser("~/raw.csv.gz"),
+        "--namespace", "shop", "--service", "web"]
+    cluster = {"source": "kubeconfig", "context": "prod",
+               "service": {"name": "web", "namespace": "shop"}}
+    assert reproduce_command("nodeport-harness run -n shop", {}, cluster, None,
+                             "/k/config").endswith(
+        "-n shop --kubeconfig /k/config --context prod --service web")
+    # --lab: the lab's shape, never a (throw-away) kubeconfig.
+    lab = reproduce_command("nodeport-harness run --lab --lab-pods 4", {
+        "lab": True, "lab_pods": 4, "lab_nodes": 5, "lab_no_external_ip": True,
+        "lab_policy": None}, cluster, None, "/tmp/lab/kubeconfig")
+    assert lab == ("nodeport-harness run --lab --lab-pods 4 --lab-no-external-ip "
+                   "--lab-nodes 5 --namespace shop --service web")
+    assert inferred_cwd(Path("/w/proj/reports/r1"), {"report_dir": "reports"}) == "/w/proj"
+    assert inferred_cwd(Path("/w/proj/a/b/r1"), {"report_dir": "./a/b"}) == "/w/proj"
+    assert inferred_cwd(Path("/w/proj/x/r1"), {"report_dir": "reports"}) is None
+    assert inferred_cwd(Path("/w/r1"), {"report_dir": "/w"}) is None
+
+
+def test_target_sentence_names_the_target_without_credentials():
+    target = {"source": "kubeconfig", "context": "prod",
+              "server": "https://admin:s3cret@api.example:6443/",
+              "service": {"name": "web", "namespace": "shop", "type": "NodePort",
+                          "port": {"node_port": 30080}, "external_traffic_policy": "Local"},
+              "nodes": [{"name": "n1"}, {"name": "n2"}],
+              "endpoints": [{"pod": "a", "node": "n1"}, {"pod": "b", "node": "n1"}]}
+    text = target_sentence(target, {}, "/home/u/.kube/config")
+    assert text == ("kubeconfig /home/u/.kube/config, context prod (API server "
+                    "https://api.example:6443): Service shop/web (NodePort, nodePort 30080, "
+                    "externalTrafficPolicy Local); 2 nodes, 2 pods (2 on n1).")
+    assert "s3cret" not in text and "admin" not in text
+    lab = target_sentence({**target, "endpoints": [{"pod": "a", "node": "n1"},
+                                                    {"pod": "b", "node": "n2"}]},
+                          {"lab": True, "lab_datapath": "kernel"})
+    assert lab.startswith("the embedded lab, started for this run (--lab, kernel datapath): ")
+    assert lab.endswith("; 2 nodes, 2 pods (1 per node).") and "API server" not in lab
+
+
+def test_footer_commands_work_when_pasted(tmp_path):
+    run_dir = make_run(tmp_path / "reports", "r1", seconds=3, down=None,
+                       options={"report_dir": "reports"})
+    # Typed in tmp_path (run.json of older runs does not say where: the report infers it).
+    edit_json(run_dir / "run.json", command="nodeport-harness run --lab -u 12 --report-dir "
+                                            "reports --run-id r1 --web-auth admin:hunter2")
+    build_report(run_dir, plotlyjs="cdn")
+    page = (run_dir / "index.html").read_text()
+    rerender = re.search(r'<pre id="rerender-command" class="command">(.*?)</pre>', page).group(1)
+    words = [html.unescape(w) for w in re.findall(r"<span>(.*?)</span>", rerender)]
+    assert words == ["nodeport-harness", "report", str(run_dir)]
+    # Pasted in another folder, it re-renders this run.
+    (run_dir / "index.html").unlink()
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *words[1:], "--plotlyjs", "cdn"],
+                          capture_output=True, text=True, cwd="/", timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert (run_dir / "index.html").is_file()
+    command = re.search(r'<pre id="reproduce-command" class="command">(.*?)</pre>', page)
+    text = html.unescape(re.sub(r"</?span>", "", command.group(1)))
+    assert text == (f"nodeport-harness run --lab -u 12 --report-dir {tmp_path / 'reports'} "
+                    "--web-auth REDACTED --namespace demo --service helloworld")
+    assert "hunter2" not in page
+    assert "Target:</strong> the embedded lab, started for this run (--lab)" in page
+    markdown = (run_dir / "summary.md").read_text()
+    assert f"nodeport-harness report {run_dir}" in markdown and "Target: the embedded lab" \
+        in markdown
+
+
+def rows_for(**runs) -> list[dict]:
+    """compare rows (run_row's fields the conclusion reads) from short specs."""
+    out = []
+    for index, (run_id, spec) in enumerate(runs.items()):
+        row = {"index": index, "run_id": run_id, "entry": "all", "connection": "keepalive",
+               "verdict": "ok", "findings": [], "requests": 1000, "fail_ratio": 0.0,
+               "p50": 1.0, "p95": 2.0, "p99": 3.0, "jain": 0.99, "connections": 10,
+               "requests_per_connection": 100.0, "pods_per_connection": 3.0,
+               "node_shares": [("node-1", 0.34), ("node-2", 0.33), ("node-3", 0.33)],
+               "largest_node_share": 0.34, "node_share_note": None}
+        row.update(spec)
+        out.append(row)
+    return out
+
+
+def test_compare_conclusion_in_sentences():
+    runs = rows_for(
+        single={"entry": "single", "node_shares": [("node-1", 1.0), ("node-2", 0.0)],
+                "largest_node_share": 1.0, "jain": 0.71, "p95": 9.0, "verdict": "critical",
+                "findings": [{"severity": "critical", "text": "All ingress entered through "
+                                                              "node-1 (100 %)"}]},
+        spread={"jain": 0.998, "p95": 3.0},
+        broken={"fail_ratio": 0.25, "p95": 4.5, "node_shares": [("node-1", 0.5),
+                                                                ("node-2", 0.5)],
+                "largest_node_share": 0.5},
+        lb={"entry": "lb", "node_share_note": "nodes the LoadBalancer chose", "p95": 3.5,
+            "connection": "close", "connections": 1000, "requests_per_connection": 1.0,
+            "pods_per_connection": 1.0})
+    text = conclusion(runs)
+    assert text == [
+        "Failed share of requests: broken 25 %; single, spread and lb had none.",
+        "single: All ingress entered through node-1 (100 %).",
+        "spread spread traffic over the pods most evenly (Jain's index 0.998, 1 = even); "
+        "single least evenly (0.71).",
+        "By entry strategy: single (single) sent every request through node-1; spread (all) "
+        "spread them over 3 nodes, the busiest taking 34 %; broken (all) spread them over 2 "
+        "nodes, the busiest taking 50 %; lb (lb) had the LoadBalancer spread them over 3 "
+        "nodes, the busiest taking 34 %.",
+        "spread had the lowest p95 latency (3 ms); single the highest (9 ms, 3× as long).",
+        "Connections: single (keepalive) opened 10 connections carrying 100 requests and "
+        "reaching 3 pods each on average; spread (keepalive) opened 10 connections carrying "
+        "100 requests and reaching 3 pods each on average; broken (keepalive) opened 10 "
+        "connections carrying 100 requests and reaching 3 pods each on average; lb (close) "
+        "opened 1,000 connections carrying 1 request and reaching 1 pod each on average.",
+    ]
+    alike = conclusion(rows_for(a={}, b={"p95": 2.1, "jain": 0.995}))
+    assert alike == [
+        "No run had a failed request.",
+        "All runs spread their successes over the pods about equally evenly (Jain's index "
+        "0.99 to 0.995, 1 = even).",
+        "Over the nodes: a and b (all) spread them over 3 nodes, the busiest taking 34 %.",
+        "All runs had about the same p95 latency (2 ms to 2.1 ms).",
+    ]
+    assert conclusion(rows_for(a={"requests": 0, "jain": None, "p95": None,
+                                  "node_shares": []}, b={}))[0] == "a recorded no request."
+
+
+def test_each_compare_writes_a_new_folder(tmp_path, capsys):
+    runs = [make_run(tmp_path, f"run-{e}", seconds=3, down=None, entry=e)
+            for e in ("single", "all")]
+    pages = []
+    for _ in range(3):
+        assert main(["compare", *map(str, runs), "--plotlyjs", "cdn"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        page = Path(next(line for line in out if line.endswith("index.html")))
+        assert page.is_absolute() and page.is_file()
+        pages.append(page)
+    folders = [p.parent for p in pages]
+    assert len(set(folders)) == 3 and all(f.parent == tmp_path for f in folders)
+    assert all(re.fullmatch(r"compare-\d{8}-\d{6}(-\d+)?", f.name) for f in folders)
+    assert new_folder(tmp_path, "x").name == "x" and new_folder(tmp_path, "x").name == "x-2"
+    text = pages[0].read_text()
+    assert text.index('id="conclusion"') < text.index('id="summary"')
+    assert "run-single (single) sent every request through node-1" in text
+    rerender = re.search(r'<pre id="rerender-command" class="command">(.*?)</pre>', text)
+    assert html.unescape(re.sub(r"</?span>", "", rerender.group(1))) == shlex.join(
+        ["nodeport-harness", "compare", *map(str, runs), "-o", str(folders[0])])
+    # -o still writes where it is told, again and again.
+    for _ in range(2):
+        assert main(["compare", *map(str, runs), "-o", str(tmp_path / "fixed"),
+                     "--plotlyjs", "cdn"]) == 0
+    assert (tmp_path / "fixed" / "index.html").is_file()
+    data = json.loads((folders[0] / "compare.json").read_text())
+    assert data["conclusion"] and data["conclusion"][0].startswith("Failed share")

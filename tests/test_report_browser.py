@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import random
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from report_runs import HOSTILE_PODS, make_run
+from report_runs import HOSTILE_PODS, T0, make_run
 
 from harness.report.build import build_report
 from harness.report.compare import build_compare
@@ -105,3 +107,135 @@ def test_missing_plotlyjs_is_reported_not_silent(tmp_path):
     assert "plotly.js did not load" in body.get("data-js-errors", "")
     assert "data-rendered" not in body
     assert "helloworld-5f7c9d8b6-00000" in dom  # the tables are still there
+
+
+# -- at 1400 px, driven over the DevTools protocol (issue 17) ---------------------------------
+
+websocket = pytest.importorskip("websocket", reason="websocket-client drives Chromium")
+from test_webui_browser import Browser  # noqa: E402 - the web-UI tests' DevTools driver
+
+VIEWPORT = 1400
+# Everything that would make a reader scroll sideways or lose a column: elements past the
+# viewport, boxes whose content is wider than they are, and where each chart sits.
+LAYOUT = """(() => {
+  const width = document.documentElement.clientWidth;
+  const name = e => e.tagName + (e.id ? '#' + e.id : '') + '.'
+      + (e.className.baseVal ?? e.className);
+  const wide = [...document.querySelectorAll('body *')].filter(e => {
+      if (e.closest('#js-plotly-tester')) return false;  // plotly's off-screen text ruler
+      const r = e.getBoundingClientRect();
+      return r.width > 0 && (r.right > width + 1 || r.left < -1); }).map(name).slice(0, 10);
+  const clipped = [...document.querySelectorAll('.table-wrap, table, pre, section, .run-card')]
+      .filter(e => e.scrollWidth > e.clientWidth + 1).map(name);
+  const charts = [...document.querySelectorAll('.js-plotly-plot')].map(e => {
+      const r = e.getBoundingClientRect(), svg = e.querySelector('svg.main-svg');
+      return {id: e.id, left: r.left, right: r.right, width: r.width,
+              svg: svg ? svg.getBoundingClientRect().width : -1}; });
+  return {width, page: document.documentElement.scrollWidth, wide, clipped, charts};
+})()"""
+
+
+def ticks(chart: str, axis: str = "x") -> str:
+    """JavaScript: the tick labels a chart's axis shows, in order."""
+    return (f"[...document.querySelectorAll('#chart-{chart} .{axis}tick text')]"
+            ".map(t => t.textContent)")
+
+
+@pytest.fixture
+def page_browser(tmp_path):
+    browser = Browser(tmp_path / "devtools-profile")
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=VIEWPORT, height=1000,
+                     deviceScaleFactor=1, mobile=False)
+        yield browser
+    finally:
+        browser.close()
+
+
+def open_page(browser: Browser, page: Path) -> dict:
+    """Load a report page, wait for its charts; its layout (LAYOUT), checked to fit."""
+    browser.open(page.as_uri())
+    browser.wait_for("document.body && (document.body.dataset.rendered === 'ok'"
+                     " || !!document.body.dataset.jsErrors)", timeout=60)
+    assert browser.evaluate("document.body.dataset.jsErrors || ''") == ""
+    assert browser.errors == []
+    layout = browser.evaluate(LAYOUT)
+    assert layout["width"] <= VIEWPORT and layout["page"] <= layout["width"], layout
+    assert layout["wide"] == [] and layout["clipped"] == [], layout
+    assert layout["charts"], "no chart was drawn"
+    for chart in layout["charts"]:
+        assert chart["left"] >= 0 and chart["right"] <= layout["width"], chart
+        assert 0 < chart["svg"] <= chart["width"] + 1, chart
+    return layout
+
+
+def test_run_page_fits_1400px_and_its_charts_read_well(tmp_path, page_browser):
+    rng = random.Random(5)
+    suffixes = ["".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+                for _ in range(12)]
+    pods = [f"helloworld-5f7c9d8b6-{s}" for s in suffixes]
+    # 90 requests: no 503 (every 97th), so nothing failed; the run started 0.6 s into its
+    # first second and stopped half-way through its last.
+    run_dir = make_run(tmp_path, pods=pods, seconds=5, per_second=18, down=None)
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(started=T0 + 0.6, stopped=T0 + 4.5)
+    (run_dir / "run.json").write_text(json.dumps(info))
+    build_report(run_dir, plotlyjs="directory")
+
+    layout = open_page(page_browser, run_dir / "index.html")
+    page_browser.screenshot(tmp_path / "run-1400.png")
+
+    drawn = {c["id"] for c in layout["charts"]}
+    assert {"chart-heatmap", "chart-latency_cdf", "chart-rps", "chart-p95"} <= drawn
+    # Nothing failed: no failures chart, one line instead.
+    assert "chart-failures" not in drawn
+    assert page_browser.evaluate("document.getElementById('no-failures').textContent") == \
+        "Failures per second: No request failed."
+    # Log ticks read as numbers, in order (not "4 5 6 7 8 9 1 2 3").
+    cdf = page_browser.evaluate(ticks("latency_cdf"))
+    numbers = [float(t.replace(",", "")) for t in cdf]
+    assert len(numbers) >= 3 and numbers == sorted(set(numbers)), cdf
+    # Pods by their distinguishing suffix, level; the full name in the hover data.
+    assert page_browser.evaluate(ticks("heatmap")) == suffixes
+    assert not page_browser.evaluate(
+        "[...document.querySelectorAll('#chart-heatmap .xtick text, #chart-pod_shares .xtick"
+        " text')].some(t => /rotate/.test(t.getAttribute('transform') || ''))")
+    assert page_browser.evaluate(
+        "document.getElementById('chart-heatmap').data[0].customdata[0][0][0]") == pods[0]
+    # Requests per second: seconds 1..3 only; the partial 0 and 4 are not drawn as a dip.
+    assert page_browser.evaluate(
+        "document.getElementById('chart-rps').calcdata.map(t => t.map(p => [p.x, p.y]))") == \
+        [[[1, 6], [2, 6], [3, 6]]] * 3
+    assert "Partial seconds are not drawn: 0 s (0.4 s of it), 4 s (0.5 s of it)." in \
+        page_browser.evaluate("document.getElementById('time').innerText")
+
+
+def test_compare_page_of_six_runs_fits_1400px_and_opens_with_a_conclusion(tmp_path,
+                                                                           page_browser):
+    specs = [("baseline-single-node", "single", None, "Cluster"),
+             ("round-robin-all-nodes", "all", None, "Cluster"),
+             ("through-the-loadbalancer", "lb", None, "Cluster"),
+             ("all-nodes-node3-down", "all", ("node-3", 2, 4), "Cluster"),
+             ("single-node1-down", "single", ("node-1", 1, 3), "Cluster"),
+             ("all-nodes-policy-local", "all", None, "Local")]
+    runs = []
+    for run_id, entry, down, policy in specs:
+        runs.append(make_run(tmp_path, run_id, seconds=6, down=down, entry=entry,
+                             policy=policy))
+        build_report(runs[-1], plotlyjs="directory")
+    result = build_compare(runs, plotlyjs="directory")
+    page = Path(result["files"]["index.html"])
+
+    layout = open_page(page_browser, page)
+    page_browser.screenshot(tmp_path / "compare-1400.png")
+
+    first = page_browser.evaluate("document.querySelector('main section').id")
+    assert first == "conclusion"
+    sentences = page_browser.evaluate(
+        "[...document.querySelectorAll('#conclusion li')].map(li => li.textContent)")
+    assert sentences == result["conclusion"] and len(sentences) >= 4
+    assert any(s.startswith("Failed share of requests: single-node1-down") for s in sentences)
+    rows = page_browser.evaluate("document.querySelectorAll('table.compare tbody tr').length")
+    assert rows == 6
+    cards = [c for c in layout["charts"] if c["id"].startswith(("chart-nodes-", "chart-pods-"))]
+    assert len(cards) == 12

@@ -1,4 +1,5 @@
-"""The seed lab's commands, verbatim, with kubectl, jq and curl against the embedded lab."""
+"""The seed lab's commands, verbatim, with kubectl, jq and curl against the embedded lab: the
+block `nodeport-harness lab` prints (and the README shows), and the seed's other steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.commands.lab import seed_commands
 from harness.lab.cluster import LabCluster
 
 pytestmark = pytest.mark.skipif(
@@ -19,11 +21,11 @@ pytestmark = pytest.mark.skipif(
     reason="kubectl, jq and bash are needed for the seed commands",
 )
 
-EXTERNAL_IP = ("kubectl get nodes -o wide -o json | jq -r '.items[0].status.addresses "
-               "| .[] | select( .type==\"ExternalIP\" ) | .address '")
-NODE_PORT = "kubectl get svc helloworld -o json | jq -r '.spec.ports[0].nodePort'"
-CURL = ("curl -s -X POST http://$IP:$PORT/api/messages -H 'Content-Type: application/json' "
-        "-d '{\"sender\": \"world1\"}'")
+# The lab's block: export KUBECONFIG=...; NODE_IP=$(...); PORT=$(...); curl ... $NODE_IP:$PORT
+_EXPORT, _NODE_IP, _PORT, CURL = seed_commands("kubeconfig")
+EXTERNAL_IP = _NODE_IP.removeprefix("NODE_IP=$(").removesuffix(")")
+NODE_PORT = _PORT.removeprefix("PORT=$(").removesuffix(")")
+REPLY = "Hello world1 (direct)"  # the seed's helloworld, word for word
 
 SERVICE_YAML = """\
 apiVersion: v1
@@ -66,7 +68,7 @@ def post_message(lab: LabCluster, home: Path, ip: str, port: str, wait_s: float 
         pytest.skip("curl is needed for the data-plane step")
     deadline = time.monotonic() + wait_s
     while True:
-        proc = sh(lab, home, f"IP={ip}; PORT={port}; {CURL}")
+        proc = sh(lab, home, f"NODE_IP={ip}; PORT={port}; {CURL}")
         try:
             return json.loads(proc.stdout)
         except ValueError:
@@ -84,6 +86,30 @@ def post_message(lab: LabCluster, home: Path, ip: str, port: str, wait_s: float 
 def home(tmp_path_factory):
     # kubectl caches discovery under $HOME/.kube/cache: keep it away from the real HOME.
     return tmp_path_factory.mktemp("home")
+
+
+def test_the_labs_block_runs_as_printed_on_any_address_block(lab, home):
+    """The block as `lab` prints it, pasted into bash: the session lab is on a block of its
+    own (not the 127.0.x.y the README's lab has), and the block still finds its node."""
+    assert not lab.nodes[0]["external_ip"].startswith("127.0.")
+    block = "\n".join(seed_commands(lab.kubeconfig))
+    proc = sh(lab, home, f"set -euo pipefail\n{block}\necho; echo \"$NODE_IP:$PORT\"")
+    assert proc.returncode == 0, proc.stderr
+    reply, where = proc.stdout.strip().splitlines()
+    assert where == f"{lab.nodes[0]['external_ip']}:{lab.node_port}"
+    answer = json.loads(reply)
+    assert answer["message"] == REPLY and answer["sender"] == "world1"
+    assert answer["host"] in {p["name"] for p in lab.pods}
+
+
+def test_the_block_reads_the_internal_ip_when_nodes_have_no_external_ip(make_lab, tmp_path):
+    lab = make_lab(nodes=2, pods=2, external_ip=False, seed=14)
+    home = tmp_path / "home"
+    home.mkdir()
+    block = "\n".join(seed_commands(lab.kubeconfig, "InternalIP"))
+    proc = sh(lab, home, f"set -euo pipefail\n{block}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["message"] == REPLY
 
 
 def test_external_ip_of_the_first_node(lab, home):

@@ -1,4 +1,5 @@
-"""The Spread tab's data: the pure view from a recorder snapshot, and the Flask routes.
+"""The Spread tab's data: the pure views from a recorder snapshot (the per-node table, the
+panel's heatmap and time series), the start form's labels and order, and the Flask routes.
 
 The view tests import no Locust. The route test runs in a subprocess (importing Locust
 monkey-patches gevent, as it does for users): a real Environment with a LocalRunner and a
@@ -8,6 +9,7 @@ WebUI, driven with Flask's test client, with and without Locust's web login.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,15 +17,18 @@ from pathlib import Path
 
 from harness.core.model import Endpoint, Node, ServiceInfo, ServicePort, Target
 from harness.core.recorder import SpreadRecorder
+from harness.options import WEB_FORM_LABELS, web_ui_dests
 from harness.plugin.webui import (
-    FINDINGS_KEY,
     MAX_POD_COLUMNS,
     TAB_KEY,
     _extend,
+    finding_rows,
     live_view,
     pod_columns,
     spread_structure,
 )
+from harness.plugin.webui_form import WORD_JOINER, form_fields, ui_label
+from harness.plugin.webui_live import WINDOW_S, live_data
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000.0
@@ -75,17 +80,23 @@ def test_matrix_lists_every_endpoint_pod_with_its_node_and_counts():
     columns = pod_columns(spread, TARGET)
     titles = [c["title"] for c in columns]
     assert titles == ["pod-a on node-1", "pod-b on node-2", "pod-c on node-2"]
-    key = {c["title"].split()[0]: c["key"] for c in columns}
 
-    view = live_view(spread, TARGET, clock.now + 1.0, columns=columns)
-    rows = rows_by_entry(view[TAB_KEY])
+    live = live_data(spread, TARGET, columns, now=clock.now + 1.0, started=T0)
+    assert live["entries"] == ["node-1", "node-2", "node-3"]
+    assert [(p["name"], p["node"]) for p in live["pods"]] == [
+        ("pod-a", "node-1"), ("pod-b", "node-2"), ("pod-c", "node-2")]
+    # entry x pod successes; a pod that got nothing still has its column, at 0
+    assert live["counts"] == [[60, 20, 0], [0, 20, 0], [0, 0, 0]]
+    assert live["cells"][0][0] == ["60", "75 %", "60 %"]  # of node-1's, of all successes
+    assert live["shares"][0] == [0.75, 0.25, 0.0] and live["shares"][2] == [0.0] * 3
+    assert live["cells"][2][0] == ["0", "n/a", "0 %"]  # node-3: no request entered
+    assert live["requests"] == "120" and live["failures"] == "20"
+
+    rows = rows_by_entry(live_view(spread, TARGET, clock.now + 1.0)[TAB_KEY])
     assert list(rows) == ["node-1", "node-2", "node-3", "All entry points"]
-    # Locust sorts rows by "name" by default: the total stays last.
-    assert [r["name"] for r in view[TAB_KEY]] == sorted(r["name"] for r in view[TAB_KEY])
     node1, node2, node3, total = rows.values()
-    assert node1[key["pod-a"]] == "60 (75 %)" and node1[key["pod-b"]] == "20 (25 %)"
-    assert node1[key["pod-c"]] == "0"  # a pod that got nothing still shows, as 0
-    assert node2[key["pod-b"]] == "20 (100 %)"
+    # Locust sorts rows by "name" by default: the total stays last.
+    assert [r["name"] for r in rows.values()] == sorted(r["name"] for r in rows.values())
     assert (node1["requests"], node2["requests"], node3["requests"]) == ("80", "40", "0")
     assert (node1["pods"], node2["pods"], node3["pods"], total["pods"]) == ("1", "2", "0", "3")
     assert node1["share"] == "66.7 %" and total["share"] == "100 %"
@@ -93,8 +104,62 @@ def test_matrix_lists_every_endpoint_pod_with_its_node_and_counts():
     assert node1["failures"] == "0" and node1["kinds"] == "–"
     assert node1["crossnode"] == "25 %"  # pod-b runs on node-2
     assert node2["crossnode"] == "0 %"
-    assert total[key["pod-a"]] == "60 (60 %)" and total["requests"] == "120"
-    assert total["failures"] == "20 (16.7 %)"
+    assert total["requests"] == "120" and total["failures"] == "20 (16.7 %)"
+    # The table has the node columns only: the pods are the heatmap's (20 pods fit 1400 px).
+    assert [c["key"] for c in spread_structure()] == [
+        "entry", "pods", "requests", "share", "rps", "p95now", "p95", "failures", "kinds",
+        "crossnode"]
+    assert set(node1) == {"name"} | {c["key"] for c in spread_structure()}
+
+
+def test_time_series_count_each_whole_second_of_the_last_five_minutes():
+    target = make_target({"node-1": ["pod-a"], "node-2": ["pod-b"]})
+    clock = Clock()
+    recorder = SpreadRecorder(target.pod_nodes(), clock, nodes=["node-1", "node-2"])
+    started = T0 + 0.4  # the run's first second is partial
+    for second in range(WINDOW_S + 40):
+        clock.now = T0 + second + 0.5
+        recorder.record("node-1", "pod-a", 1.0)
+        recorder.record("node-1", "pod-b", 1.0)
+        if second % 10 == 0:
+            recorder.record("node-2", None, 1.0, failure="refused")
+        if second != 100:  # a quiet second on node-2: a zero, not a hole
+            recorder.record("node-2", "pod-b", 1.0)
+    spread = recorder.to_dict()
+    columns = pod_columns(spread, target)
+    # Mid-run, the second still filling (and, on a master, those not reported) are left out.
+    now = T0 + 200.7
+    live = live_data(spread, target, columns, now=now, started=started, lag_s=1)
+    assert live["x0"] == 1  # second 0 was partial
+    pod_a, pod_b = live["pod_rate"]
+    assert len(pod_a) == 199  # seconds 1..199: 200 is not over yet
+    assert set(pod_a) == {1} and pod_b[99] == 1 and set(pod_b[:99] + pod_b[100:]) == {2}
+    node1, node2 = live["node_failures"]
+    assert set(node1) == {0} and sum(node2) == 19 and node2[9] == 1  # second 10
+    master = live_data(spread, target, columns, now=now, started=started, lag_s=4)
+    assert len(master["pod_rate"][0]) == 196
+    # A long run: only the last WINDOW_S seconds travel, whole ones up to the stop.
+    done = live_data(spread, target, columns, now=T0 + 999, started=started,
+                     stopped=T0 + WINDOW_S + 39.9)
+    assert len(done["pod_rate"][0]) == WINDOW_S
+    assert done["x0"] == 39 and done["x0"] + WINDOW_S - 1 == 338  # 339 was cut by the stop
+    # Before the first request: nothing to draw, and no error.
+    empty = live_data(SpreadRecorder(target.pod_nodes()).to_dict(), target, columns, now=T0)
+    assert empty["pod_rate"] == [[], []] and empty["counts"] == [[0, 0], [0, 0]]
+
+
+def test_heatmap_columns_show_short_names_and_keep_full_ones():
+    pods = [f"helloworld-7d9f8b6c5d-{s}" for s in ("x2k9p", "ab3cd", "q8wer")]
+    target = make_target({"node-1": pods[:2], "node-2": pods[2:]})
+    recorder = SpreadRecorder(target.pod_nodes())
+    for pod in pods:
+        recorder.record("node-1", pod, 1.0)
+    recorder.record("node-2", None, 1.0)
+    spread = recorder.to_dict()
+    live = live_data(spread, target, pod_columns(spread, target), now=T0)
+    assert [(p["short"], p["name"], p["node"]) for p in live["pods"]] == [
+        ("ab3cd", pods[1], "node-1"), ("x2k9p", pods[0], "node-1"),  # by node, then name
+        ("q8wer", pods[2], "node-2"), ("(no pod named)", "(no pod named)", None)]
 
 
 def test_rates_and_p95_come_from_the_last_complete_seconds():
@@ -114,13 +179,16 @@ def test_rates_and_p95_come_from_the_last_complete_seconds():
 
 def test_findings_come_from_the_analysis_in_severity_order():
     recorder, clock = recorded(TARGET)
-    findings = live_view(recorder.to_dict(), TARGET, clock.now,
-                         run_info={"entry_strategy": "all", "connection_mode": "keepalive",
-                                   "start": T0, "duration_s": 20.0})[FINDINGS_KEY]
+    findings = finding_rows(recorder.to_dict(), TARGET,
+                            {"entry_strategy": "all", "connection_mode": "keepalive",
+                             "start": T0, "duration_s": 20.0})
     assert findings and all(set(f) == {"name", "severity", "finding"} for f in findings)
     severities = [f["severity"] for f in findings]
     assert "critical" in severities or "warning" in severities
     assert any("pod-c" in f["finding"] for f in findings)  # the pod that got nothing
+    live = live_data(recorder.to_dict(), TARGET, [], now=clock.now, findings=findings)
+    assert live["findings"] == [{"severity": f["severity"], "text": f["finding"]}
+                                for f in findings]
 
 
 def test_before_any_request_the_tab_is_empty_but_lists_nodes_and_pods():
@@ -129,7 +197,7 @@ def test_before_any_request_the_tab_is_empty_but_lists_nodes_and_pods():
     rows = rows_by_entry(view[TAB_KEY])
     assert rows["node-1"]["requests"] == "0" and rows["node-1"]["p95"] == "n/a"
     assert rows["All entry points"]["share"] == "n/a"
-    assert view[FINDINGS_KEY] == [
+    assert finding_rows(spread, TARGET, None) == [
         {"name": "00000", "severity": "info", "finding": "No request recorded yet."}]
     assert len(pod_columns(spread, TARGET)) == 3
 
@@ -161,27 +229,95 @@ def test_many_pods_fold_into_one_column_and_long_names_are_cut():
     columns = pod_columns(spread, target)
     assert len(columns) == MAX_POD_COLUMNS + 1
     assert columns[-1]["key"] == "podrest" and len(columns[-1]["pods"]) == 6
-    row = rows_by_entry(live_view(spread, target, T0, columns=columns)[TAB_KEY])["node-1"]
-    assert row["podrest"].startswith("6 (")
+    live = live_data(spread, target, columns, now=T0)
+    assert live["counts"][0][-1] == 6 and live["pods"][-1]["short"] == "+6 more"
     cut = pod_columns(spread, make_target({"node-1": [long_name]}))[0]["title"]
     assert len(cut) < 100 and cut.startswith("xxx") and "…" in cut
 
 
 def test_hostile_names_are_data_never_markup():
-    # The tab renders through React (text nodes); the view must pass names through as plain
-    # strings and keep them out of the JSON keys, which the UI rewrites.
+    # The table renders through React (text nodes), the panel sets names as text and escapes
+    # them for plotly: the views pass names through as plain strings, never as JSON keys
+    # (the UI rewrites those).
     evil = '</script><script>window.__xss=1</script>'
-    target = make_target({"<img src=x onerror=window.__xss=1>": [evil]})
+    node = "<img src=x onerror=window.__xss=1>"
+    target = make_target({node: [evil]})
     recorder = SpreadRecorder(target.pod_nodes())
-    recorder.record("<img src=x onerror=window.__xss=1>", evil, 1.0)
+    recorder.record(node, evil, 1.0)
     spread = recorder.to_dict()
     columns = pod_columns(spread, target)
-    structure = spread_structure(columns)
-    assert f"{evil} on <img src=x onerror=window.__xss=1>" in [c["title"] for c in structure]
-    assert all(c["key"].isalnum() for c in structure)
-    rows = live_view(spread, target, T0, columns=columns)[TAB_KEY]
-    assert rows[0]["entry"] == "<img src=x onerror=window.__xss=1>"
+    assert f"{evil} on {node}" in [c["title"] for c in columns]
+    rows = live_view(spread, target, T0)[TAB_KEY]
+    assert rows[0]["entry"] == node
     assert all(key.isalnum() for row in rows for key in row)
+    live = live_data(spread, target, columns, now=T0)
+    assert live["entries"] == [node] and live["pods"][0]["name"] == evil
+    assert live["pods"][0]["node"] == node
+
+
+# -- the start form --------------------------------------------------------------------------
+
+LOCUST_BUNDLE = next((Path(sys.modules["locust"].__file__).parent if "locust" in sys.modules
+                      else Path(subprocess.run(
+                          [sys.executable, "-c", "import importlib.util as u;"
+                           "print(u.find_spec('locust').submodule_search_locations[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()))
+                     .glob("webui/dist/assets/*.js"))
+# How Locust's UI (the bundle above) reads a field's key: it camel-cases the page's keys
+# ("_x" -> "X"), shows a key as a label by splitting lower-case-or-digit + capital-or-digit,
+# and posts a key back snake-cased unless it starts with a capital.
+LOCUST_JS = ("e.replace(/_([a-z0-9])/g,", "e.replace(/([a-z0-9])([A-Z0-9])/g,`$1 $2`)",
+             "e[0]===e[0].toUpperCase()?e:e.replace(/([a-z0-9])([A-Z0-9])/g,`$1_$2`)"
+             ".toLowerCase()")
+
+
+def camel(key: str) -> str:
+    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key)
+
+
+def shown(key: str) -> str:
+    text = re.sub(r"([a-z0-9])([A-Z0-9])", r"\1 \2", camel(key))
+    return text[:1].upper() + text[1:]
+
+
+def posted(key: str) -> str:
+    key = camel(key)
+    return key if key[0] == key[0].upper() else re.sub(
+        r"([a-z0-9])([A-Z0-9])", r"\1_\2", key).lower()
+
+
+def test_locust_reads_field_keys_as_this_test_does():
+    bundle = LOCUST_BUNDLE.read_text()
+    for snippet in LOCUST_JS:
+        assert snippet in bundle, snippet
+    # What the form used to show and post for --max-p95-ms:
+    assert shown("max_p95_ms") == "Max P9 5Ms" and posted("max_p95_ms") == "max_p9_5ms"
+
+
+def test_every_field_reads_as_written_and_posts_back_unchanged():
+    target = make_target({"node-1": ["pod-a"]})
+    options = type("Options", (), {"kubeconfig": "/home/me/.kube/config_2", "service": "web",
+                                   "namespace": "team_a", "report_dir": "reports",
+                                   "raw": "", "lab_fault": []})()
+    fields = form_fields(web_ui_dests(), options, target)
+    labels = [f.label for f in fields]
+    for field in fields:
+        assert shown(field.label).replace(WORD_JOINER, "") == (
+            field.label.replace(WORD_JOINER, "")), field
+        assert posted(field.label) == field.label, field
+        assert "%(" not in field.label
+    texts = [label.replace(WORD_JOINER, "") for label in labels]
+    assert texts[0].startswith("Entry:") and texts[1].startswith("Connection:")
+    assert "Threshold: largest p95 latency (ms)" in texts
+    # Every option the form sets has its own label; what is fixed at start-up comes last.
+    assert {f.dest for f in fields if f.dest} == set(web_ui_dests()) <= set(WEB_FORM_LABELS)
+    fixed = [(f.name, f.value) for f in fields if f.dest is None]
+    assert fixed == [("The target", "default/web, nodePort 30080: 1 node, 1 pod (from "
+                      "kubeconfig)"), ("Kubeconfig", "/home/me/.kube/config_2"),
+                     ("Namespace", "team_a"), ("Service", "web"), ("Report folder", "reports")]
+    assert labels[-5:] == [f.label for f in fields if f.dest is None]
+    assert ui_label("x_ray p95") == "X_" + WORD_JOINER + "ray p" + WORD_JOINER + "9" + (
+        WORD_JOINER + "5")
 
 
 def test_template_args_keep_other_plugins_entries():
@@ -235,34 +371,87 @@ ROUTES_SCRIPT = textwrap.dedent('''
         stats = client.get("/stats/requests")
         result["stats_status"] = stats.status_code
         result["stats"] = stats.get_json(silent=True)
-        for path in ("/nodeport/spread.json", "/nodeport/report"):
+        for path in ("/nodeport/spread.json", "/nodeport/report", "/nodeport/live.json",
+                     "/nodeport/spread.js", "/nodeport/spread.css", "/nodeport/plotly.min.js"):
             reply = client.get(path)
+            body = reply.get_data(as_text=True)
             result[path] = {"status": reply.status_code, "type": reply.mimetype,
                             "disposition": reply.headers.get("Content-Disposition", ""),
                             "location": reply.headers.get("Location", ""),
-                            "body": reply.get_data(as_text=True)[:200000]}
+                            "size": len(body), "body": body[:200000]}
+        # The start form: each of these is refused, with one message, and starts nothing.
+        result["forms"] = []
+        for form in json.loads(sys.argv[3]) if not login else ():
+            reply = client.post("/swarm", data={"user_count": "2", "spawn_rate": "2", **form})
+            result["forms"].append({"status": reply.status_code,
+                                    "reply": reply.get_json(silent=True),
+                                    "state": env.runner.state,
+                                    "users": env.runner.user_count})
     print(json.dumps(out))
 ''')
 
 
+REFUSED_FORMS = [
+    ({"entry": "bogus"}, "--entry 'bogus': choose one of all, random, single, sticky, lb"),
+    ({"entry": "single", "node": "node-9"}, "--node node-9: the target has no such node"),
+    ({"entry": "lb"}, "--entry lb: service web has no LoadBalancer ingress"),
+    ({"max_pods": "-5"}, "--max-pods '-5': expected a whole number >= 1"),
+    ({"timeout": "-1"}, "--timeout must be positive, got -1.0"),
+    ({"host": "http://10.9.9.9:80"}, "Host cannot be changed from the web UI: requests go "
+                                     "where Entry says (http://10.0.0.1:30080 for --entry all)"),
+    ({"service": "doesnotexist"}, "--service cannot be set from the web UI"),
+    ({"Target (set at start-up)": "doesnotexist"}, "The target cannot be changed from the web "
+                                                   "UI: it is fixed when Locust starts"),
+    ({"Service (set at start-up)": "x"}, "the form has no field 'Service (set at start-up)'"),
+    ({"user_count": "abc", "entry": "random"}, "Invalid user_count value: 'abc'"),  # Locust's
+    ({"Entry: all (round-robin), random, single, sticky (a node per user) or lb": "nope"},
+     "--entry 'nope': choose one of"),
+]
+
+
 def test_routes_in_a_locust_web_ui(tmp_path):
     target = make_target({"node-1": ["pod-a"], "node-2": ["pod-b"]})
+    forms = [form for form, _ in REFUSED_FORMS]
     proc = subprocess.run(
-        [sys.executable, "-c", ROUTES_SCRIPT, json.dumps(target.to_dict()), str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+        [sys.executable, "-c", ROUTES_SCRIPT, json.dumps(target.to_dict()), str(tmp_path),
+         json.dumps(forms)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     open_ui = out["open"]
     assert open_ui["before"] == 409  # no test yet: nothing to report
     assert open_ui["index"] == 200
-    assert '"extended_tabs"' in open_ui["index_html"]
-    assert '"spread-findings"' in open_ui["index_html"]
-    assert "pod-b on node-2" in open_ui["index_html"]
+    page = open_ui["index_html"]
+    assert '"extended_tabs"' in page and '"Spread"' in page
+    assert '<script defer src="./nodeport/spread.js"' in page
+    # The form's fields in our order (Locust's page would sort them), with their values.
+    args = json.loads(re.search(r"window.templateArgs = (.*)", page).group(1))
+    fields = list(args["extra_options"])
+    assert fields[0].startswith("Entry: ") and fields[1].startswith("Connection: ")
+    summary = "default/web, nodePort 30080: 2 nodes, 2 pods (from kubeconfig)"
+    assert args["extra_options"]["Target (set at start-up)"] == {
+        "default_value": summary, "choices": [summary], "is_secret": False,
+        "is_required": False, "is_multiple": False, "help_text": None}
     extended = {e["key"]: e["data"] for e in open_ui["stats"]["extended_stats"]}
+    assert set(extended) == {"spread"}
     rows = {row["entry"]: row for row in extended["spread"]}
     assert rows["node-1"]["requests"] == "30" and rows["All entry points"]["requests"] == "60"
-    assert extended["spread-findings"]
     assert "stats" in open_ui["stats"]  # Locust's own reply is intact
+
+    live = open_ui["/nodeport/live.json"]
+    assert live["status"] == 200 and live["type"] == "application/json"
+    data = json.loads(live["body"])
+    assert data["entries"] == ["node-1", "node-2"] and data["counts"] == [[30, 0], [30, 0]]
+    assert data["findings"] and data["run"]["run_id"] == "live-test"
+    for path, kind in (("/nodeport/spread.js", "javascript"), ("/nodeport/spread.css", "css"),
+                       ("/nodeport/plotly.min.js", "javascript")):
+        assert open_ui[path]["status"] == 200 and kind in open_ui[path]["type"], path
+    assert open_ui["/nodeport/plotly.min.js"]["size"] > 1_000_000  # plotly.js itself, offline
+    assert "Plotly" in open_ui["/nodeport/plotly.min.js"]["body"][:5000]
+    for (form, message), answer in zip(REFUSED_FORMS, open_ui["forms"], strict=True):
+        reply = answer["reply"]
+        assert reply and reply["success"] is False and message in reply["message"], (form, reply)
+        assert "\n" not in reply["message"] and answer["status"] == 200
+        assert answer["state"] == "ready" and answer["users"] == 0, (form, answer)
 
     snapshot = open_ui["/nodeport/spread.json"]
     assert snapshot["status"] == 200 and snapshot["type"] == "application/json"
@@ -282,7 +471,8 @@ def test_routes_in_a_locust_web_ui(tmp_path):
     locked = out["login"]
     assert locked["index"] == 302 and locked["stats_status"] == 302
     assert locked["stats"] is None
-    for path in ("/nodeport/spread.json", "/nodeport/report"):
+    for path in ("/nodeport/spread.json", "/nodeport/report", "/nodeport/live.json",
+                 "/nodeport/plotly.min.js"):
         assert locked[path]["status"] == 302 and "login" in locked[path]["location"]
         assert "pod-a" not in locked[path]["body"]
 

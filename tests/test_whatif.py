@@ -6,6 +6,7 @@ one real pair of short runs on two labs."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -316,7 +317,8 @@ def test_summary_json_html_and_markdown_show_the_whatifs_as_predictions(original
             assert sentence.replace("'", "&#39;") in section
     assert "node-3&#39;s only pod (node-3-pod-0) would take 33.3 %" in section
     assert "nodeport-harness lab --nodes 3 --placement 3,2,1 --policy Local" in section
-    assert "nodeport-harness compare run-cluster NEW_RUN" in section
+    # Pasted anywhere, it names this run's folder (absolute, quoted for the shell).
+    assert f"nodeport-harness compare {os.path.abspath(run_dir)} NEW_RUN" in section
     # It sits after the spread it predicts from, before the latency.
     assert (page.index('<section id="spread">') < page.index('<section id="whatif">')
             < page.index('<section id="latency">'))

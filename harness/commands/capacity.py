@@ -19,8 +19,19 @@ from harness.core.capacity import capacity_headline, exit_code_for, make_plan
 from harness.core.text import number, secs
 from harness.errors import HarnessError
 from harness.options import CAPACITY_OPTIONS, add_capacity_options
+from harness.targets import clear_lab_shape, lab_config
 
 LOCUSTFILE = Path(__file__).parent.parent / "plugin" / "capacity_shape.py"
+# With --lab, pods of a known capacity (pods x concurrency / service time) unless the
+# --lab-<flag> options say otherwise.
+LAB_DEFAULTS = {"pods": 3, "pod_service_ms": 20.0, "pod_concurrency": 2}
+_LAB_HELP = {
+    "lab_pods": "with --lab: helloworld pods (default 3)",
+    "lab_pod_service_ms": "with --lab: time each request takes in a pod, ms (default 20; 0: "
+                          "none, so the lab has no known capacity and the load generator is "
+                          "usually the limit)",
+    "lab_pod_concurrency": "with --lab: requests a pod serves at once (default 2)",
+}
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -48,15 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds users get to finish their request at the end "
                            "(default: --timeout + 2)")
     load.add_argument("--loglevel", default="WARNING", help="Locust log level")
-    lab = parser.add_argument_group("lab (with --lab)")
-    lab.add_argument("--lab-nodes", type=int, default=3, help="lab worker nodes (default 3)")
-    lab.add_argument("--lab-pods", type=int, default=3, help="lab pods (default 3)")
-    lab.add_argument("--lab-pod-service-ms", type=float, default=20.0,
-                     help="time each request takes in a lab pod, ms (default %(default)s; 0: "
-                          "none, so the lab has no known capacity and the load generator "
-                          "is usually the limit)")
-    lab.add_argument("--lab-pod-concurrency", type=int, default=2,
-                     help="requests a lab pod serves at once (default %(default)s)")
+    # The --lab-<flag> options come with the run options; capacity's lab defaults differ.
+    for action in parser._actions:
+        action.help = _LAB_HELP.get(action.dest, action.help)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,11 +72,10 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("start_users", "max_users", "step_users"):
         check_users(getattr(args, flag), args.processes, "--" + flag.replace("_", "-"))
     plan = make_plan(args)
-    if args.lab and min(args.lab_nodes, args.lab_pods, args.lab_pod_concurrency) < 1:
-        raise HarnessError("--lab-nodes, --lab-pods and --lab-pod-concurrency must be at least 1")
-    if args.lab and args.lab_pod_service_ms < 0:
-        raise HarnessError("--lab-pod-service-ms must not be negative (0: pods without a "
-                           "service time)")
+    lab = lab_config(args, **LAB_DEFAULTS)
+    if lab is not None and min(lab.pods, lab.pod_concurrency) < 1:
+        raise HarnessError("--lab-pods and --lab-pod-concurrency must be at least 1 (the lab's "
+                           "capacity is pods x concurrency / service time)")
     if not args.run_id:
         args.run_id = time.strftime("capacity-%Y%m%d-%H%M%S")
     # What run_cmd.run needs: the shape ignores -u/-r/-t (it owns the load), but Locust
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
           # "; " between loads: a thousands comma would make ", " ambiguous (1,000, 2,000).
           f"{'; '.join(number(load) for load in plan.loads)}), about "
           f"{secs(plan.duration_s)}", file=sys.stderr)
-    with _target(args) as lab_truth:
+    with _target(args, lab) as lab_truth:
         if lab_truth:
             args.capacity_lab = json.dumps(lab_truth)
         with _environ(capacity_env(args)):
@@ -94,23 +98,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _target(args: argparse.Namespace) -> Iterator[dict[str, Any] | None]:
-    """With --lab, a lab whose pods have a known capacity, targeted through its kubeconfig."""
-    if not args.lab:
+def _target(args: argparse.Namespace, config: Any) -> Iterator[dict[str, Any] | None]:
+    """With --lab (``config``, its LabConfig), a lab whose pods have a known capacity,
+    targeted through its kubeconfig."""
+    if config is None:
         yield None
         return
     if args.kubeconfig or args.inventory or args.context:
         raise HarnessError("--lab cannot be combined with --kubeconfig, --context or --inventory")
     from harness.lab.cluster import LabCluster
 
-    with LabCluster(nodes=args.lab_nodes, pods=args.lab_pods,
-                    pod_service_ms=args.lab_pod_service_ms,
-                    pod_concurrency=args.lab_pod_concurrency,
-                    datapath=getattr(args, "lab_datapath", None) or "userspace") as lab:
+    with LabCluster(config) as lab:
         args.lab, args.kubeconfig = False, str(lab.kubeconfig)
+        clear_lab_shape(args)  # the run targets this lab through its kubeconfig
         yield {"pods": len(lab.pods), "nodes": len(lab.nodes),
-               "pod_service_ms": args.lab_pod_service_ms,
-               "pod_concurrency": args.lab_pod_concurrency}
+               "pod_service_ms": config.pod_service_ms,
+               "pod_concurrency": config.pod_concurrency}
 
 
 def capacity_env(args: argparse.Namespace) -> dict[str, str]:

@@ -2,9 +2,10 @@
 
 It starts a lab (3 nodes, pods placed 3/2/1, a NodePort Service with a LoadBalancer
 address), runs each scenario as a real headless Locust run (the same `run` command users
-have), then writes `reports/demo-<time>/index.html`: every scenario's figures, links to
-their full reports, and a verdict whose every claim quotes a figure from these runs.
-`claims()` is pure: it turns the scenarios' summaries into those sentences.
+have), then writes `reports/demo-<time>/index.html` (harness/report/demo_page.py): a
+verdict whose every claim quotes a figure from these runs, one chart per question, and every
+scenario's figures with a link to its full report. `claims()` is pure: it turns the
+scenarios' summaries into those sentences.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.findings import worst_incident
+from harness.core.runinfo import PLOTLYJS_MODES
 from harness.core.text import fair_index, ms, number, pct, rate, secs
 from harness.errors import HarnessError
-from harness.lab.config import DATAPATHS
+from harness.lab.config import CONTROL_PLANES, DATAPATHS
 
 DEMO_SCHEMA = "nodeport-harness/demo/v1"
 PLACEMENT = [3, 2, 1]
+SECONDS, QUICK_SECONDS = 12, 5  # of load per scenario (-t), whole seconds as Locust takes them
+USERS, QUICK_USERS = 8, 6
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Scenario:
     local_policy: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    wall_s: float | None = None  # the scenario's whole time: Locust's start, run and report
 
 
 def scenarios() -> list[Scenario]:
@@ -80,25 +85,35 @@ def scenarios() -> list[Scenario]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="short scenarios (the whole demo in under a minute)")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="length of each scenario (default 12, --quick 4)")
+                        help=f"short scenarios: {QUICK_SECONDS} s each, {QUICK_USERS} users "
+                             "(the whole demo in about a minute on 2 idle cores)")
+    parser.add_argument("--seconds", type=int, default=None,
+                        help=f"whole seconds of load per scenario (default {SECONDS}, "
+                             f"--quick {QUICK_SECONDS})")
     parser.add_argument("-u", "--users", type=int, default=None,
-                        help="users per scenario (default 8, --quick 6)")
+                        help=f"users per scenario (default {USERS}, --quick {QUICK_USERS})")
     parser.add_argument("--report-dir", default="reports",
                         help="where the demo folder goes (default %(default)s)")
     parser.add_argument("--only", default="",
                         help="comma-separated scenario ids to run (default: all)")
+    parser.add_argument("--plotlyjs", default="directory", choices=PLOTLYJS_MODES,
+                        help="plotly.js in the pages: directory (default: one shared "
+                             "plotly.min.js in the demo folder, offline), inline, cdn")
     parser.add_argument("--datapath", default=DATAPATHS[0], choices=DATAPATHS,
                         help="the lab's datapath: userspace (default) or kernel (nodes and pods "
                              "in network namespaces, kube-proxy's iptables rules; needs root)")
+    parser.add_argument("--control-plane", default=CONTROL_PLANES[0], choices=CONTROL_PLANES,
+                        help="the lab's control plane: emulated (default) or real (etcd, "
+                             "kube-apiserver, controllers, scheduler, kube-proxy from "
+                             "'nodeport-harness lab build'; the kernel datapath; needs root)")
 
 
 def run(args) -> int:
     from harness.lab.cluster import LabCluster
 
-    seconds = args.seconds or (5.0 if args.quick else 12.0)
-    users = args.users or (6 if args.quick else 8)
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
+    users = args.users or (QUICK_USERS if args.quick else USERS)
+    plotlyjs = getattr(args, "plotlyjs", None) or "directory"
     if seconds < 2 or users < 1:
         raise HarnessError("--seconds must be at least 2 and --users at least 1")
     chosen = scenarios()
@@ -115,25 +130,35 @@ def run(args) -> int:
     write_text_atomic(demo_dir / ".started", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     started = time.time()
     with LabCluster(nodes=3, placement=PLACEMENT, service_type="LoadBalancer",
-                    lb_check_s=0.5, datapath=getattr(args, "datapath", None) or DATAPATHS[0]
+                    lb_check_s=0.5, datapath=getattr(args, "datapath", None) or DATAPATHS[0],
+                    control_plane=getattr(args, "control_plane", None) or CONTROL_PLANES[0]
                     ) as lab:
+        lab_start_s = time.time() - started
         progress = _progress(len(chosen))
         for scenario in chosen:
             progress.step(scenario.title)
-            _run_scenario(lab, scenario, demo_dir, seconds, users, quick=args.quick)
+            began = time.time()
+            _run_scenario(lab, scenario, demo_dir, seconds, users, quick=args.quick,
+                          plotlyjs=plotlyjs)
+            scenario.wall_s = time.time() - began
             progress.done(scenario)
         progress.close()
         ground_truth = {"pods": lab.pods, "nodes": lab.nodes, "stats": lab.stats(),
-                        "faults": lab.fault_log()}
+                        "faults": lab.fault_log(), "datapath": lab.info().get("datapath"),
+                        "control_plane": lab.info().get("control_plane", "emulated"),
+                        "kubernetes_version": lab.info().get("kubernetes_version")}
     facts = claims({s.id: s.summary for s in chosen if s.summary})
     data = {
         "schema": DEMO_SCHEMA,
         "seconds_per_scenario": seconds,
         "users": users,
         "duration_s": round(time.time() - started, 1),
+        "lab_start_s": round(lab_start_s, 2),
         "placement": PLACEMENT,
         "scenarios": [{"id": s.id, "title": s.title, "story": s.story, "args": s.args,
                        "exit_code": s.exit_code, "summary": s.summary,
+                       "wall_s": round(s.wall_s, 2) if s.wall_s is not None else None,
+                       "ran_s": (s.summary.get("run") or {}).get("duration_s"),
                        "headline": _headline(s.summary),
                        "worst": [i for i in [worst_incident(s.summary or {})] if i]}
                       for s in chosen],
@@ -143,38 +168,53 @@ def run(args) -> int:
     from harness.report.files import write_json_atomic
 
     write_json_atomic(demo_dir / "demo.json", data)
-    write_text_atomic(demo_dir / "index.html", render_page(data))
+    page = write_page(demo_dir, data, plotlyjs)
     (demo_dir / ".started").unlink(missing_ok=True)
-    print(f"\ndemo report: {demo_dir / 'index.html'}  ({secs(data['duration_s'])})")
+    print(f"\ndemo report: {page}  ({secs(data['duration_s'])})")
     for claim in facts:
         print(f"- {claim['text']}")
     return 0
 
 
-def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users: int,
-                  quick: bool) -> None:
+def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: int, users: int,
+                  quick: bool, plotlyjs: str = "directory") -> None:
     from harness.commands import run as run_cmd
     from harness.discovery import DiscoveryOptions, KubeApi
 
+    real = lab.info().get("control_plane") == "real"
     if scenario.local_policy:
         # Node-3's only pod goes away, then the Service switches to Local.
-        for pod in [p for p in lab.current_pods() if p["node"] == "node-3"]:
-            lab.kill_pod(pod["name"])
         api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
         try:
-            api.request("PATCH", "/api/v1/namespaces/default/services/helloworld",
-                        body={"spec": {"externalTrafficPolicy": "Local"}},
-                        content_type="application/merge-patch+json", what="patch services")
+            if real:  # as one would: cordon node-3 and delete its pods; they go elsewhere
+                api.request("PATCH", "/api/v1/nodes/node-3",
+                            body={"spec": {"unschedulable": True}},
+                            content_type="application/merge-patch+json", what="cordon node-3")
+            for pod in [p for p in lab.current_pods() if p["node"] == "node-3"]:
+                if real:
+                    api.request("DELETE", f"/api/v1/namespaces/default/pods/{pod['name']}",
+                                what="delete pods")
+                else:
+                    lab.kill_pod(pod["name"])
+            if real:
+                _settle(lab, api, empty="node-3")
+            svc = api.request("PATCH", "/api/v1/namespaces/default/services/helloworld",
+                              body={"spec": {"externalTrafficPolicy": "Local"}},
+                              content_type="application/merge-patch+json",
+                              what="patch services")
+            if real:
+                _wait_local_policy(lab, svc)
         finally:
             api.close()
     timeout = 1.0 if quick else 2.0
     argv = ["--kubeconfig", str(lab.kubeconfig), "--report-dir", str(demo_dir),
-            "--run-id", scenario.id, "-u", str(users), "-t", f"{int(seconds)}s",
-            "--timeout", str(timeout), "--plotlyjs", "directory", *scenario.args]
+            "--run-id", scenario.id, "-u", str(users), "-t", f"{seconds}s",
+            "--timeout", str(timeout), "--plotlyjs", plotlyjs, *scenario.args]
     if scenario.fault_at is not None:
         argv += ["--lab-fault", f"{seconds * scenario.fault_at:.1f}:node:node-1:down"]
     if scenario.restart_at is not None:
-        victim = next(p["name"] for p in lab.current_pods() if p["node"] == "node-3")
+        pods = lab.current_pods()  # node-3's pod (a real lab's replacement may be elsewhere)
+        victim = next((p["name"] for p in pods if p["node"] == "node-3"), pods[-1]["name"])
         argv += ["--lab-fault", f"{seconds * scenario.restart_at:.1f}:pod:{victim}:restart"]
     # Each scenario's report says how to rerun it alone (against the same lab).
     os.environ["NODEPORT_HARNESS_COMMAND"] = shlex.join(["nodeport-harness", "run", *argv])
@@ -185,7 +225,60 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: float, users
     scenario.exit_code = run_cmd.run(options, quiet=True)
     if scenario.fault_at is not None:
         lab.node_up("node-1")
+    if real:
+        api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
+        try:
+            _settle(lab, api)
+        finally:
+            api.close()
     scenario.summary = _summary_of(demo_dir / scenario.id)
+
+
+def _wait_local_policy(lab, svc: dict, timeout: float = 30.0) -> None:
+    """On a real lab, until every node's kube-proxy applies the Local policy: its answer on
+    the Service's healthCheckNodePort says whether the node has a ready local endpoint (200)
+    or none (503), as a cloud load balancer sees it."""
+    import http.client
+
+    port = (svc.get("spec") or {}).get("healthCheckNodePort")
+    with_pods = {p["node"] for p in lab.current_pods()}
+    deadline = time.monotonic() + timeout
+    while port and time.monotonic() < deadline:
+        answers = {}
+        for node in lab.nodes:
+            conn = http.client.HTTPConnection(node["internal_ip"], int(port), timeout=1)
+            try:
+                conn.request("GET", "/healthz")
+                answers[node["name"]] = conn.getresponse().status
+            except (OSError, http.client.HTTPException):
+                answers[node["name"]] = None
+            finally:
+                conn.close()
+        # kube-proxy tells its health check server after iptables-restore succeeded
+        # (pkg/proxy/iptables/proxier.go), so these answers mean the rules are in.
+        if all(answers[n] == (200 if n in with_pods else 503) for n in answers):
+            return
+        time.sleep(0.25)
+    raise HarnessError(f"the real lab's kube-proxies did not apply externalTrafficPolicy "
+                       f"Local within {timeout:.0f} s; see {lab.info()['state_dir']}/logs")
+
+
+def _settle(lab, api, empty: str | None = None, timeout: float = 60.0) -> None:
+    """On a real lab, until the Deployment is whole again (every replica ready, none
+    terminating; none left on ``empty``) before the next scenario starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = api.request("GET", "/api/v1/namespaces/default/pods?labelSelector=app%3D"
+                           "helloworld", what="list pods").get("items") or []
+        ready = [p for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (p.get("status") or {}).get("conditions") or ())]
+        if (len(ready) == len(pods) == sum(PLACEMENT)
+                and not any(p["spec"].get("nodeName") == empty for p in pods)):
+            return
+        time.sleep(0.25)
+    raise HarnessError(f"the real lab's Deployment did not settle within {timeout:.0f} s "
+                       f"between scenarios; see {lab.info()['state_dir']}/logs")
 
 
 def _headline(summary: dict[str, Any] | None) -> str:
@@ -409,66 +502,23 @@ class _progress:
             self.bar.stop()
 
 
-def render_page(data: dict[str, Any]) -> str:
-    from jinja2 import Environment, select_autoescape
-
-    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    return env.from_string(PAGE).render(
-        data=data, verdict=verdict(data["claims"]), pct=pct, number=number, secs=secs,
-    )
+VERDICT_SEVERITY = {"NodePort alone gives": "info", "What it costs": "warning",
+                    "What a LoadBalancer changes": "ok"}
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Why a NodePort Service needs a LoadBalancer — nodeport-harness demo</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em} h2{margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .6em;
-text-align:right} th:first-child,td:first-child{text-align:left}
-.verdict{background:#f6f8fa;padding:1em 1.5em;border-radius:6px}
-.finding{margin:.2em 0}.critical{color:#b00020}.warning{color:#a05a00}.muted{color:#777}
-</style></head><body>
-<h1>Why a NodePort Service needs a LoadBalancer</h1>
-<p>Measured on the embedded lab: 3 nodes with pods placed {{ data.placement|join("/") }},
-{{ number(data.users) }} users per scenario, {{ secs(data.seconds_per_scenario) }} each
-(total {{ secs(data.duration_s) }}). Every number below comes from these runs; each scenario's
-full report is linked.</p>
-{% for s in data.scenarios %}
-<h2 id="{{ s.id }}">{{ s.title }}</h2>
-<p>{{ s.story }} <a href="{{ s.id }}/index.html">Full report</a>
-<span class="muted">(nodeport-harness run {{ s.args|join(" ") }})</span></p>
-{% if s.headline %}<p><b>{{ s.headline }}</b></p>{% endif %}
-{% set t = s.summary.get("totals", {}) %}
-<table><tr><th>requests</th><th>failed</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>
-<th>cross-node</th><th>connections</th><th>requests per connection</th>
-<th>pods per connection</th></tr>
-<tr><td>{{ number(t.get("requests")) }}</td><td>{{ pct(t.get("fail_ratio")) }}</td>
-<td>{{ number(t.get("rps")) }}</td>
-<td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p50")) }}</td>
-<td>{{ number(s.summary.get("latency", {}).get("overall", {}).get("p95")) }}</td>
-<td>{{ pct(s.summary.get("cross_node", {}).get("share")) }}</td>
-{% set k = s.summary.get("keepalive", {}) %}
-<td>{{ number(k.get("connections")) }}</td>
-<td>{{ number(k.get("mean_requests_per_connection")) }}</td>
-<td>{{ number(k.get("mean_distinct_pods")) }}</td></tr>
-</table>
-{% set worst = s.worst %}
-<table><tr><th>entry</th><th>share</th><th>availability (whole run)</th>
-{% for i in worst %}<th>before {{ i.name }}'s incident</th><th>during it</th>{% endfor %}</tr>
-{% for n in s.summary.get("nodes", []) if n.get("requests") %}
-<tr><td>{{ n.name }}</td><td>{{ pct(n.share) }}</td><td>{{ pct(n.availability) }}</td>
-{% for i in worst %}{% set a = i.availability.get(n.name, {}) %}
-<td>{{ pct(a.get("before")) }}</td><td>{{ pct(a.get("during")) }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-{% for f in s.summary.get("findings", [])[:4] %}
-<p class="finding {{ f.severity }}">{{ f.text }}</p>{% endfor %}
-{% endfor %}
-<h2>Verdict</h2>
-<div class="verdict">
-{% for heading, items in verdict.items() %}{% if items %}
-<h3>{{ heading }}</h3><ul>{% for text in items %}<li>{{ text }}</li>{% endfor %}</ul>
-{% endif %}{% endfor %}
-</div>
-</body></html>
-"""
+def verdict_groups(data: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """``verdict()``'s groups for the page: (heading, severity, claims), each claim with the
+    title of the scenario it rests on."""
+    titles = {s["id"]: s["title"] for s in data["scenarios"]}
+    by_text = {c["text"]: c for c in data["claims"]}
+    return [(heading, VERDICT_SEVERITY.get(heading, "info"),
+             [{**by_text[text], "scenario_title": titles.get(by_text[text]["scenario"], "")}
+              for text in texts])
+            for heading, texts in verdict(data["claims"]).items()]
+
+
+def write_page(demo_dir: Path, data: dict[str, Any], plotlyjs: str = "directory") -> Path:
+    """The demo's index.html (verdict, charts, scenarios) from its data, as in demo.json."""
+    from harness.report.demo_page import write_demo_page
+
+    return write_demo_page(demo_dir, data, verdict_groups(data), plotlyjs)

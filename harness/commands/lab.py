@@ -7,6 +7,8 @@
     nodeport-harness lab fault pod POD restart         kill it; a replacement (a new name,
                                                        same node) joins once ready
     nodeport-harness lab stop                          stop the lab running from --state-dir
+    nodeport-harness lab build [--force]               build the real control plane's
+                                                       binaries (Go; once per version)
 
 Every action finds the running lab through ``--state-dir`` (default ``.lab/``).
 """
@@ -29,12 +31,12 @@ from harness.errors import HarnessError, LabError
 from harness.lab import config as lab_config
 
 DEFAULT_STATE_DIR = ".lab"
-USAGE_ACTIONS = ("stats", *(f"fault {usage}" for usage in USAGE), "stop")
+USAGE_ACTIONS = ("stats", *(f"fault {usage}" for usage in USAGE), "stop", "build [--force]")
 # The lab settings this command offers as flags (the rest keep LabConfig's defaults).
 COMMAND_SETTINGS = ("nodes", "pods", "placement", "service_type", "node_port", "policy",
                     "affinity", "proxy_mode", "pod_service_ms", "slow_pod_ms", "pod_concurrency",
                     "external_ip", "block", "extra_api_nodes", "hop_ms", "restricted_token",
-                    "lb_check_s", "restart_delay_s", "seed", "datapath")
+                    "lb_check_s", "restart_delay_s", "seed", "datapath", "control_plane")
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,8 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help="where the lab keeps lab.json, its kubeconfig and its log "
                              "(default .lab/)")
+    parser.add_argument("--force", action="store_true",
+                        help="'lab build': rebuild every binary, even those up to date")
     lab = parser.add_argument_group("lab shape (when starting)")
     lab_config.add_arguments(lab, COMMAND_SETTINGS)
 
@@ -54,6 +58,10 @@ add_arguments = add_lab_arguments
 
 def run_lab(args: argparse.Namespace) -> int:
     words = list(args.action or [])
+    if getattr(args, "force", False) and words != ["build"]:
+        raise LabError("--force is for 'lab build' only")
+    if words == ["build"]:
+        return _build(args)
     if not words:
         return _foreground(args)
     verb, rest = words[0], words[1:]
@@ -107,6 +115,21 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from harness.core.text import secs
+    from harness.lab import binaries
+
+    started = time.monotonic()
+    timings = binaries.build(log=lambda line: print(line, flush=True),
+                             force=getattr(args, "force", False))
+    built = [name for name, taken in timings.items() if taken is not None]
+    print(f"Kubernetes {binaries.KUBERNETES_VERSION}: "
+          + (f"built {len(built)} of {len(timings)} in {secs(time.monotonic() - started)}"
+             if built else f"all {len(timings)} up to date")
+          + f"; binaries in {binaries.cache_dir()}")
+    return 0
+
+
 def _print(data: Any) -> int:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     print()
@@ -152,9 +175,7 @@ def _foreground(args: argparse.Namespace) -> int:
 
 def _banner(lab: Any) -> str:
     info = lab.info()
-    kubeconfig = shlex.quote(str(lab.kubeconfig))
     first = info["nodes"][0]
-    ip = first["external_ip"] or first["internal_ip"]
     address_type = "ExternalIP" if first["external_ip"] else "InternalIP"
     state_dir = shlex.quote(str(info["state_dir"]))
     lines = [
@@ -163,7 +184,9 @@ def _banner(lab: Any) -> str:
         + (f", nodePort {info['node_port']}" if info.get("node_port") else "")
         + f", externalTrafficPolicy {info['policy']}, sessionAffinity {info['affinity']}, "
         f"{info['proxy_mode']}"
-        + (", kernel datapath" if info.get("datapath") == "kernel" else "") + ")",
+        + (", kernel datapath" if info.get("datapath") == "kernel" else "")
+        + (f", real control plane: Kubernetes {info.get('kubernetes_version')}"
+           if info.get("control_plane") == "real" else "") + ")",
         f"API server {info['api_url']}  kubeconfig {lab.kubeconfig}",
     ]
     if info.get("restricted_kubeconfig"):
@@ -175,28 +198,34 @@ def _banner(lab: Any) -> str:
                      f"InternalIP {node['internal_ip']:<14} pods: {', '.join(pods) or '-'}")
     if info["service_type"] == "LoadBalancer":
         lines.append(f"  LoadBalancer {info['lb_address']}:{info['service_port']}")
-    lines += [
-        "",
-        "Try it (another terminal):",
-        f"  export KUBECONFIG={kubeconfig}",
-        "  kubectl get nodes -o wide",
-        "  IP=$(kubectl get nodes -o wide -o json | jq -r '.items[0].status.addresses "
-        f"| .[] | select( .type==\"{address_type}\" ) | .address ')",
-        "  PORT=$(kubectl get svc helloworld -o json | jq -r '.spec.ports[0].nodePort')",
-        "  curl -s -X POST http://$IP:$PORT/api/messages -H 'Content-Type: application/json' "
-        "-d '{\"sender\": \"world1\"}'",
-    ]
+    lines += ["", SEED_HEADER, "", *seed_commands(lab.kubeconfig, address_type), ""]
     if not info.get("node_port"):
-        lines.append("  (a ClusterIP Service has no nodePort yet: 'nodeport-harness expose' "
+        lines.append("(a ClusterIP Service has no nodePort yet: 'nodeport-harness expose' "
                      "makes it a NodePort; pods answer on <pod IP>:8080 meanwhile)")
     extra = "" if str(info["state_dir"]) == str(Path(".lab").resolve()) else (
         f" --state-dir {state_dir}")
     lines += [
-        f"  curl -s -X POST http://{ip}:{info.get('node_port') or 'PORT'}/api/messages "
-        "-d '{\"sender\": \"world1\"}'",
-        f"  nodeport-harness lab stats{extra}",
-        f"  nodeport-harness lab fault node {info['nodes'][-1]['name']} down{extra}",
-        "",
+        f"Then: nodeport-harness lab stats{extra}; "
+        f"nodeport-harness lab fault node {info['nodes'][-1]['name']} down{extra}",
         "Ctrl-C stops the lab.",
     ]
     return "\n".join(lines)
+
+
+# The README's "Using it" shows the same block (tests/test_readme.py holds them together).
+SEED_HEADER = "In another terminal (the seed's steps):"
+
+
+def seed_commands(kubeconfig: str | os.PathLike, address_type: str = "ExternalIP",
+                  ) -> list[str]:
+    """The seed's steps against the lab, to paste as they are: the kubeconfig's absolute
+    path, then the first node's address and the nodePort read from the API (so they hold for
+    any --block), then the seed's POST."""
+    return [
+        f"export KUBECONFIG={shlex.quote(str(Path(kubeconfig).resolve()))}",
+        "NODE_IP=$(kubectl get nodes -o json | jq -r '.items[0].status.addresses[] "
+        f"| select(.type==\"{address_type}\") | .address')",
+        "PORT=$(kubectl get svc helloworld -o json | jq -r '.spec.ports[0].nodePort')",
+        "curl -X POST http://$NODE_IP:$PORT/api/messages -H 'Content-Type: application/json' "
+        "-d '{ \"sender\": \"world1\" }'",
+    ]

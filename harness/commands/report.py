@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness.core.runinfo import PLOTLYJS_MODES
@@ -39,7 +40,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
                         help="two or more run folders, e.g. single node, all nodes, LB")
     parser.add_argument("-o", "--output", dest="out_dir", default=None, metavar="OUT_DIR",
-                        help="folder for the page (default: 'compare' beside the first run)")
+                        help="folder for the page (default: a new compare-<time> folder beside "
+                             "the first run; an existing OUT_DIR's page is replaced)")
     parser.add_argument("--plotlyjs", choices=PLOTLYJS_MODES, default="inline",
                         help=PLOTLYJS_HELP)
 
@@ -49,7 +51,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     result = build_compare(args.run_dirs, args.out_dir, plotlyjs=args.plotlyjs)
     for path in result["files"].values():
-        print(path)
+        print(os.path.abspath(path))  # pasted anywhere, it still names the page
     for warning in result.get("warnings", ()):
         print(f"warning: {warning}", file=sys.stderr)
     for check in result["whatif_checks"]:  # a run that re-ran another's what-if for real

@@ -84,6 +84,8 @@ def validate(args) -> None:
 
 
 def locust_argv(args) -> list[str]:
+    # --only-summary: no periodic stats table (the --progress line instead); Locust's final
+    # tables only with --locust-stats (the plugin quiets them otherwise: outputs.py).
     argv = [
         sys.executable, "-m", "locust", "-f", args.locustfile or str(LOCUSTFILE),
         "--headless", "--only-summary", "--loglevel", args.loglevel,
@@ -149,8 +151,8 @@ def run(args, quiet: bool = False) -> int:
             print(f"run {args.run_id} exited {code}: {tail[-1] if tail else ''}",
                   file=sys.stderr)
         return code
-    if (run_dir / "index.html").exists():
-        print(f"report: {run_dir / 'index.html'}", file=sys.stderr)
-    elif (run_dir / "spread.json").exists():
+    # The run printed its `report:` line last (plugin/outputs.py); when it could not build
+    # the reports it said why, and the folder with the run's data is still worth naming.
+    if not (run_dir / "index.html").exists() and (run_dir / "spread.json").exists():
         print(f"run folder: {run_dir}", file=sys.stderr)
     return code

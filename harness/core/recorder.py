@@ -471,6 +471,18 @@ class SpreadRecorder:
         failures = sum(sum(n.failure_kinds.values()) for n in self._entry.values())
         return {"requests": successes + failures, "successes": successes, "failures": failures}
 
+    def progress_counts(self) -> dict[str, Any]:
+        """Running totals, cheap enough to read every second (the ``--progress`` line):
+        ``entry_nodes`` (entry node -> [requests, failures]) and ``latency`` (the successes'
+        dense histogram), cumulative since the start (or the last drain)."""
+        self.flush()
+        entries = {name: [sum(c.successes for c in _distinct(n.cells)),
+                          sum(n.failure_kinds.values())] for name, n in self._entry.items()}
+        # Every success has one locality: their three histograms add up to all successes
+        # (a few thousand additions, however many entry nodes there are).
+        latency = [sum(counts) for counts in zip(*self._locality.values(), strict=True)]
+        return {"entry_nodes": entries, "latency": latency}
+
     def close(self) -> None:
         """End of run: fold live connections and close the raw writer."""
         self.finish_connections()

@@ -59,6 +59,8 @@ class RunInfo(TypedDict, total=False):
     workers: dict[str, dict[str, Any]]  # Locust client id -> reports, state, data_until_s ...
     partial: str | None  # why the data is incomplete, in words (None: complete)
     command: str  # the command line, secrets redacted
+    cwd: str  # the folder it ran in (its relative paths start there)
+    kubeconfig: str | None  # the kubeconfig file(s) discovery read (None: lab, inventory...)
     options: dict[str, Any]  # every parsed option of a plain type (secrets left out)
     # Added by the capacity shape: its settings and each step's start/end and pod counts.
     capacity: dict[str, Any]

@@ -40,6 +40,7 @@ STATE_FILES = {LAB_FILE, LOG_FILE, STATE_MARKER, "ca.crt", "apiserver.crt", "api
 RESERVED_PORT = 8080
 EXIT_ADDRESS_IN_USE = 3
 START_TIMEOUT_S = 30.0
+REAL_START_TIMEOUT_S = 240.0
 
 
 def reserved_address(block: int) -> str:
@@ -103,6 +104,10 @@ class LabCluster:
                 from harness.lab.netns import preflight
 
                 preflight()  # not root, no iptables, no netns: one line saying what to do
+            if self.config.control_plane == "real":
+                from harness.lab.binaries import find
+
+                find()  # not built: one line naming `nodeport-harness lab build`
             blocks = [self.block] if self.block is not None else _candidate_blocks(
                 MAX_KERNEL_BLOCK if kernel else MAX_BLOCK)
             last: LabError | None = None
@@ -146,7 +151,9 @@ class LabCluster:
         self._finalizer = weakref.finalize(self, _terminate, self.process,
                                            self.state_dir if self._own_dir else None,
                                            block if config.datapath == "kernel" else None)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        # A real control plane starts etcd, the API server, the controllers and the pods.
+        timeout = REAL_START_TIMEOUT_S if config.control_plane == "real" else START_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
@@ -162,7 +169,7 @@ class LabCluster:
                 return
             time.sleep(0.02)
         self.stop()
-        raise LabError(f"the lab did not become ready within {START_TIMEOUT_S:.0f} s; "
+        raise LabError(f"the lab did not become ready within {timeout:.0f} s; "
                        f"see {log_path}")
 
     def stop(self) -> None:
@@ -295,8 +302,11 @@ def control_call(info: dict[str, Any], method: str, path: str, body: dict | None
     import urllib.error
     import urllib.request
 
-    url = info["api_url"].rstrip("/") + path
-    if not url.startswith("https://127."):
+    # The lab's control API (its own server beside a real control plane, else the API
+    # server itself); API calls go to the API server (a real one: on the lab's uplink).
+    base = info.get("control_url") if path.startswith("/lab/") else None
+    url = (base or info["api_url"]).rstrip("/") + path
+    if not url.startswith(("https://127.", "https://198.18.")):
         raise LabError(f"the lab API URL {info['api_url']!r} is not a loopback https:// URL; "
                        "remove the stale lab.json and start the lab again")
     context = ssl.create_default_context(cafile=info["ca"])

@@ -26,6 +26,7 @@ AFFINITIES = ("None", "ClientIP")
 PROXY_MODES = ("iptables", "ipvs")
 DATA_PLANES = ("handoff", "pipe")
 DATAPATHS = ("userspace", "kernel")
+CONTROL_PLANES = ("emulated", "real")
 MAX_KERNEL_BLOCK = 127  # a kernel lab's block b uses 198.18.<2b>.0/24 and 198.18.<2b+1>.0/24
 MAX_NODES = 89  # live nodes: 10 + i must stay a valid last octet with room for the LB (.100)
 MAX_PODS = 250  # pod addresses are 127.<block>.1.<1..250>
@@ -122,6 +123,11 @@ class LabConfig:
         "userspace", "userspace (the lab process proxies, pods in it; any user) or kernel "
         "(nodes and pods in network namespaces, kube-proxy's iptables rules; root)",
         choices=_choices(DATAPATHS, "userspace"))
+    control_plane: str = _setting(
+        "emulated", "emulated (the lab's own API subset) or real (kube-apiserver, etcd, "
+        "controllers, scheduler and kube-proxy built by 'nodeport-harness lab build', a "
+        "process kubelet; implies --datapath kernel; root)",
+        choices=_choices(CONTROL_PLANES, "emulated"))
     namespace: str = _setting("default", "the application's namespace (default default)")
     # Where lab.json, the kubeconfigs and the log go; None: a temporary directory of its own.
     # Each command spells its own --state-dir (its default and help differ).
@@ -133,6 +139,8 @@ class LabConfig:
             set_(self, "placement", tuple(self.placement) or None)
         if self.state_dir is not None:
             set_(self, "state_dir", os.fspath(self.state_dir))
+        if self.control_plane == "real":
+            set_(self, "datapath", "kernel")  # the real control plane runs on the kernel's
         self._check()
         if self.placement:
             set_(self, "pods", sum(self.placement))
@@ -142,7 +150,8 @@ class LabConfig:
     def _check(self) -> None:
         for name, allowed in (("service_type", SERVICE_TYPES), ("policy", POLICIES),
                               ("affinity", AFFINITIES), ("proxy_mode", PROXY_MODES),
-                              ("data_plane", DATA_PLANES), ("datapath", DATAPATHS)):
+                              ("data_plane", DATA_PLANES), ("datapath", DATAPATHS),
+                              ("control_plane", CONTROL_PLANES)):
             value = getattr(self, name)
             if value not in allowed:
                 listed = ", ".join(_choices(allowed, getattr(LabConfig, name)))
@@ -190,6 +199,8 @@ class LabConfig:
             raise LabError(f"--block must be between 0 and {MAX_BLOCK}, got {self.block}")
         if self.datapath == "kernel":
             self._check_kernel()
+        if self.control_plane == "real":
+            self._check_real()
         if not isinstance(self.namespace, str) or not _LABEL.fullmatch(self.namespace):
             raise LabError(f"--namespace must be a lowercase RFC 1123 label, e.g. default; "
                            f"got {self.namespace!r}")
@@ -205,6 +216,13 @@ class LabConfig:
         if self.extra_api_nodes:
             raise LabError("--extra-api-nodes needs --datapath userspace (the kernel datapath "
                            "builds every node it lists)")
+
+    def _check_real(self) -> None:
+        # The pods run the Deployment's template (--placement works through the nodes' pod
+        # capacity: kube-scheduler fills each node to its count).
+        if self.slow_pod_ms:
+            raise LabError("--slow-pod-ms needs --control-plane emulated (every replica of a "
+                           "real Deployment runs the same template)")
 
     # -- the lab process's --config JSON ---------------------------------------------------
 

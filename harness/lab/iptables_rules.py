@@ -360,3 +360,18 @@ def lb_restore_text(vip: str, port: int, backends: Iterable[tuple[str, str, int]
     filt = ["*filter", *(f":{c} ACCEPT [0:0]" for c in BUILTIN["filter"]),
             f"-A INPUT -d {vip}/32 -p tcp -m tcp --dport {port} -j DROP"]
     return "\n".join([*filt, "COMMIT", *nat, "COMMIT"]) + "\n"
+
+
+def lb_vote(status: dict[str, list], node: str, passing: bool, threshold: int) -> None:
+    """One health check of a LoadBalancer's node: ``status[node]`` is [healthy, checks in a
+    row that disagreed]; the node changes state once ``threshold`` checks in a row disagree
+    (a failed node keeps getting new connections meanwhile, as behind a cloud LB)."""
+    current = status.get(node)
+    if current is None:
+        status[node] = [passing, 0]
+    elif current[0] == passing:
+        current[1] = 0
+    else:
+        current[1] += 1
+        if current[1] >= threshold:
+            status[node] = [passing, 0]

@@ -58,14 +58,19 @@ class _Pod:
     served_file: Path
     process: subprocess.Popen | None = None
     routes: set[str] = field(default_factory=set)  # namespaces holding a route to it
+    before: int = 0  # what its earlier processes served (a restarted container's)
 
 
 class KernelDatapath:
     """Nodes, pods and kube-proxy's rules in network namespaces, kept in line with a LabState."""
 
     def __init__(self, state: LabState, config: LabConfig, state_dir: Path,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, hosted: bool = False):
+        """``hosted``: the pods, the rules and the LoadBalancer belong to someone else (the
+        real control plane: its kubelet starts pods with ``run_pod``, kube-proxy writes the
+        rules); the datapath keeps the network, node links and routes only."""
         self.state = state
+        self.hosted = hosted
         self.config = config
         self.layout = netns.Layout(state.block)
         self.pods_dir = state_dir / "pods"
@@ -97,8 +102,10 @@ class KernelDatapath:
             self._build_node(node.name)
         self._pin_neighbours()
         self.sync()
-        self._check_lb()
         self.state.subscribe(self._on_change)
+        if self.hosted:
+            return self
+        self._check_lb()
         self._lb_thread = threading.Thread(target=self._lb_loop, name="lab-lb-check",
                                            daemon=True)
         self._lb_thread.start()
@@ -117,7 +124,7 @@ class KernelDatapath:
         each pod keeps in its own file, read here even after the pod died."""
         out = dict(self.gone)
         for name, pod in self.pods.items():
-            out[name] = _read_count(pod.served_file)
+            out[name] = pod.before + _read_count(pod.served_file)
         return out
 
     # -- the network ------------------------------------------------------------------------
@@ -194,6 +201,10 @@ class KernelDatapath:
         with self.lock:
             if self.stopped.is_set():
                 return
+            if self.hosted:
+                self._sync_links()
+                self._sync_routes()
+                return
             wanted = {pod.name: pod for pod in self.state.pods}
             for name in [n for n in self.pods if n not in wanted]:
                 self._kill(self.pods.pop(name))  # its connections die with it
@@ -206,12 +217,49 @@ class KernelDatapath:
             self._sync_rules()
 
     def _start_pod(self, lab_pod) -> _Pod:
+        pod = self._pod_network(lab_pod.name, lab_pod.node, lab_pod.ip, lab_pod.port)
+        config = self.config
+        self._spawn(pod, [
+            sys.executable, "-m", "harness.helloworld", "--host", pod.ip, "--port", str(pod.port),
+            "--pod-name", pod.name, "--node-name", pod.node, "--service-ms", str(
+                config.service_ms(self._first_pods.index(pod.name)
+                                  if pod.name in self._first_pods else None)),
+            "--concurrency", str(config.pod_concurrency),
+            "--served-file", str(pod.served_file)])
+        self.pods[pod.name] = pod
+        return pod
+
+    def run_pod(self, name: str, node: str, ip: str, port: int,
+                argv: Callable[[Path], list[str]], env: dict[str, str] | None = None) -> _Pod:
+        """A hosted pod: its namespace, address and routes, and ``argv(served_file)`` run in
+        it (the kubelet's container). LabError when the namespace cannot be made."""
+        with self.lock:
+            pod = self._pod_network(name, node, ip, port)
+            self.pods[name] = pod
+            self._sync_routes()
+            self._spawn(pod, argv(pod.served_file), env)
+            return pod
+
+    def respawn(self, name: str, argv: Callable[[Path], list[str]],
+                env: dict[str, str] | None = None) -> None:
+        """Start a hosted pod's process again in its namespace (a container restart)."""
+        with self.lock:
+            pod = self.pods[name]
+            self._spawn(pod, argv(pod.served_file), env, keep_count=True)
+
+    def remove_pod(self, name: str) -> None:
+        """Stop a hosted pod and remove its namespace and routes (nothing if unknown)."""
+        with self.lock:
+            pod = self.pods.pop(name, None)
+            if pod is not None:
+                self._kill(pod)
+
+    def _pod_network(self, name: str, node: str, ip: str, port: int) -> _Pod:
         lay = self.layout
-        node_ns = lay.node_ns(lab_pod.node)
-        i = self.node_index[lab_pod.node]
-        pod = _Pod(lab_pod.name, lab_pod.node, lab_pod.ip, lab_pod.port, lay.pod_ns(lab_pod.ip),
-                   self.pods_dir / f"{lab_pod.name}.served")
-        veth = "p" + lab_pod.ip.rsplit(".", 1)[1]
+        node_ns = lay.node_ns(node)
+        i = self.node_index[node]
+        pod = _Pod(name, node, ip, port, lay.pod_ns(ip), self.pods_dir / f"{name}.served")
+        veth = "p" + ip.rsplit(".", 1)[1]
         netns.run(["ip", "netns", "add", pod.netns])
         netns.ip_batch([f"link add {veth} type veth peer name eth0 netns {pod.netns}",
                         f"link set {veth} up",
@@ -229,21 +277,19 @@ class KernelDatapath:
         netns.etc_files(pod.netns, {"hosts": f"127.0.0.1 localhost\n{pod.ip} {pod.name}\n",
                                     "resolv.conf": "# the lab's pods use no DNS\n"
                                                    "nameserver 127.0.0.1\n"})
-        pod.served_file.unlink(missing_ok=True)
-        config = self.config
-        argv = ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "harness.helloworld",
-                "--host", pod.ip, "--port", str(pod.port), "--pod-name", pod.name,
-                "--node-name", pod.node, "--service-ms", str(config.service_ms(
-                    self._first_pods.index(pod.name) if pod.name in self._first_pods
-                    else None)),
-                "--concurrency", str(config.pod_concurrency),
-                "--served-file", str(pod.served_file)]
-        with open(self.pods_dir / f"{pod.name}.log", "ab") as log:
-            pod.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=log, close_fds=True,
-                                           preexec_fn=_die_with_parent)
-        self.pods[pod.name] = pod
         return pod
+
+    def _spawn(self, pod: _Pod, argv: list[str], env: dict[str, str] | None = None,
+               keep_count: bool = False) -> None:
+        if keep_count:
+            pod.before += _read_count(pod.served_file)
+        else:
+            pod.served_file.unlink(missing_ok=True)
+        with open(self.pods_dir / f"{pod.name}.log", "ab") as log:
+            pod.process = subprocess.Popen(["ip", "netns", "exec", pod.netns, *argv],
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                           close_fds=True, env=env,
+                                           preexec_fn=_die_with_parent)
 
     def _kill(self, pod: _Pod) -> None:
         """A pod killed: its process dies at once, resetting its open connections (idle
@@ -256,7 +302,7 @@ class KernelDatapath:
                 pod.process.send_signal(signum)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 pod.process.wait(timeout=wait_s)
-        self.gone[pod.name] = _read_count(pod.served_file)
+        self.gone[pod.name] = pod.before + _read_count(pod.served_file)
         netns.run(["ip", "netns", "del", pod.netns], check=False)
         netns.remove_etc_files(pod.netns)
         for ns in pod.routes:
@@ -344,15 +390,7 @@ class KernelDatapath:
             local = any(sp.external_local for sp in services)
             for node in self.state.live_nodes():
                 passing = node.up and (not local or node.name in with_pods)
-                current = self.lb_status.get(node.name)
-                if current is None:
-                    self.lb_status[node.name] = [passing, 0]
-                elif current[0] == passing:
-                    current[1] = 0
-                else:
-                    current[1] += 1
-                    if current[1] >= LB_THRESHOLD:
-                        self.lb_status[node.name] = [passing, 0]
+                rules.lb_vote(self.lb_status, node.name, passing, LB_THRESHOLD)
             self._load_lb()
 
     def lb_healthy(self) -> list[str]:

@@ -81,6 +81,8 @@ def run(config: LabConfig, parent_pid: int = 0) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
 
+    if config.control_plane == "real":
+        return _run_real(state, config, stop, parent_pid, log, reservation)
     if config.datapath == "kernel":
         return _run_kernel(state, config, stop, parent_pid, log, reservation)
 
@@ -142,7 +144,6 @@ def _serve(state: LabState, config: LabConfig, stats: Any, teardown: Any, stop: 
            parent_pid: int, log: Any, reservation: socket.socket) -> int:
     """The API server, the kubeconfigs and lab.json, for either datapath; serves until
     ``stop`` is set, then tears down (``teardown``: the datapath) and returns the exit code."""
-    import gevent
 
     from harness.lab import apiserver
 
@@ -167,6 +168,24 @@ def _serve(state: LabState, config: LabConfig, stats: Any, teardown: Any, stop: 
                                    context="lab-restricted", namespace=state.namespace)
 
     info = _lab_info(state, config, api_url, kubeconfig, restricted_kubeconfig, token)
+    _ready_until_stopped(state_dir, info, stop, parent_pid, log,
+                         f"lab ready: {len(info['nodes'])} nodes, {len(state.pods)} pods, "
+                         f"API {api_url}")
+    api.stop(timeout=1)
+    teardown()
+    reservation.close()
+    log("lab stopped")
+    return 0
+
+
+def _ready_until_stopped(state_dir: Path, info: dict[str, Any], stop: Any, parent_pid: int,
+                         log: Any, ready: str) -> None:
+    """Announce the lab (lab.json, then ``ready`` in the log) and serve until ``stop`` is
+    set; lab.json goes again when it is still ours."""
+    import gevent
+
+    from harness.lab.apiserver import write_private
+
     lab_file = state_dir / LAB_FILE
 
     def watch_parent() -> None:
@@ -177,18 +196,13 @@ def _serve(state: LabState, config: LabConfig, stats: Any, teardown: Any, stop: 
 
     watcher = gevent.spawn(watch_parent)
     if not stop.is_set():  # a SIGTERM while the datapath started: no "ready" to announce
-        apiserver.write_private(lab_file, json.dumps(info, indent=2) + "\n")
-        log(f"lab ready: {len(info['nodes'])} nodes, {len(state.pods)} pods, API {api_url}")
+        write_private(lab_file, json.dumps(info, indent=2) + "\n")
+        log(ready)
     stop.wait()
     watcher.kill()
     with contextlib.suppress(OSError):
         if read_json(lab_file).get("pid") == os.getpid():
             lab_file.unlink()
-    api.stop(timeout=1)
-    teardown()
-    reservation.close()
-    log("lab stopped")
-    return 0
 
 
 def _run_kernel(state: LabState, config: LabConfig, stop: Any, parent_pid: int, log: Any,
@@ -210,6 +224,55 @@ def _run_kernel(state: LabState, config: LabConfig, stop: Any, parent_pid: int, 
         return 2
     return _serve(state, config, datapath.stats, datapath.stop, stop, parent_pid, log,
                   reservation)
+
+
+def _run_real(state: LabState, config: LabConfig, stop: Any, parent_pid: int, log: Any,
+              reservation: socket.socket) -> int:
+    """--control-plane real (``reallab.py``): the real control plane on the kernel datapath,
+    the lab's control API beside it."""
+    from gevent.pywsgi import WSGIServer
+
+    from harness.lab import apiserver
+    from harness.lab.reallab import RealLab, control_app
+
+    assert config.state_dir is not None
+    state_dir = Path(config.state_dir)
+    try:
+        lab = RealLab(state, config, log)
+    except LabError as err:
+        reservation.close()
+        log(f"error: {err}")
+        return 2
+    try:
+        lab.start()
+    except (LabError, OSError) as err:
+        log(f"error: {err}")
+        lab.stop()
+        reservation.close()
+        return 2
+    cp = lab.control_plane
+    kubeconfig = state_dir / "kubeconfig"
+    apiserver.write_kubeconfig(str(kubeconfig), cp.api_url, cp.ca_pem, cp.tokens["admin"],
+                               namespace=state.namespace)
+    restricted = None
+    if config.restricted_token and cp.restricted_token:
+        restricted = state_dir / "kubeconfig-restricted"
+        apiserver.write_kubeconfig(str(restricted), cp.api_url, cp.ca_pem, cp.restricted_token,
+                                   context="lab-restricted", namespace=state.namespace)
+    control = WSGIServer(("127.0.0.1", 0), control_app(lab, cp.tokens["admin"]), log=None,
+                         error_log=None, certfile=str(cp.pki / "control.crt"),
+                         keyfile=str(cp.pki / "control.key"))
+    control.start()
+    info = lab.info(state.block, kubeconfig, restricted)
+    info["control_url"] = f"https://127.0.0.1:{control.server_port}"
+    _ready_until_stopped(state_dir, info, stop, parent_pid, log,
+                         f"lab ready: {len(info['nodes'])} nodes, {len(info['pods'])} pods, "
+                         f"Kubernetes {info['kubernetes_version']} at {cp.api_url}")
+    control.stop(timeout=1)
+    lab.stop()
+    reservation.close()
+    log("lab stopped")
+    return 0
 
 
 def _lab_info(state: LabState, config: LabConfig, api_url: str, kubeconfig: Path,

@@ -46,6 +46,8 @@ class HarnessRun:
     changes: list[dict] = field(default_factory=list)  # what the cluster reported changing
     watch: dict[str, Any] | None = None  # how the changes were watched (run.json "watch")
     watcher: Any = None  # the greenlet polling the cluster
+    ticker: Any = None  # the greenlet writing the --progress line
+    terminal: Any = None  # a headless run's end-of-run view, shown when Locust has quit
     workers: dict[str, dict] = field(default_factory=dict)  # client id -> what it sent
     finals: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)

@@ -48,11 +48,12 @@ from harness.plugin.context import (
     raise_usage,
     this_process,
 )
-from harness.plugin.outputs import write_outputs
+from harness.plugin.outputs import quiet_locust_tables, show_summary, write_outputs
 from harness.plugin.schedule import (
     collect_lab_faults,
-    progress,
     schedule_faults,
+    start_progress,
+    stop_progress,
     stop_watch,
     watch_changes,
 )
@@ -62,6 +63,10 @@ log = logging.getLogger("nodeport-harness")
 STOP_MSG, FINAL_MSG = "nodeport_stop", "nodeport_final"
 HURRY_MSG = "nodeport_hurry"  # a later signal on the master: workers stop their users now
 HURRY_WAIT_S = 5.0  # after a later signal, how long the master still waits for finals
+# Locust's "Reset stats": the master tells its workers, each answers once it has emptied its
+# recorder; until then its reports carry data from before the reset and are dropped.
+RESET_MSG, RESET_DONE_MSG = "nodeport_reset", "nodeport_reset_done"
+_resetting: set[str] = set()  # (master) workers whose reset is not confirmed yet
 
 
 # -- options --------------------------------------------------------------------------------
@@ -94,9 +99,12 @@ def on_init(environment, **_kwargs) -> None:
         runner.register_message(STOP_MSG, _worker_stop, concurrent=True)
         runner.register_message(HURRY_MSG, _worker_hurry)
         runner.register_message(POD_NODES_MSG, _worker_pod_nodes)
+        runner.register_message(RESET_MSG, _worker_reset)
         return
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _master_final)
+        runner.register_message(RESET_DONE_MSG, _master_reset_done)
+    quiet_locust_tables(environment)
     _check_report_dir(options.report_dir)
     _discover(run, options)
     if environment.web_ui is not None:
@@ -246,6 +254,7 @@ def on_test_start(environment, **_kwargs) -> None:
     run.interrupted, run.stop_began, run.quitting, run.hurried = None, False, False, None
     run.signalled = False
     run.written = Event()
+    _resetting.clear()
     # The web UI's form may have posted values for the start-up options: they do not count.
     for name, value in run.fixed.items():
         setattr(options, name, value)
@@ -272,7 +281,7 @@ def on_test_start(environment, **_kwargs) -> None:
         schedule_faults(run, options)
         watch_changes(run, options)
         if options.progress:
-            gevent.spawn(progress, run)
+            start_progress(run)
         run.loop_at = None
         gevent.spawn(_loop_free, run, run.started)
 
@@ -301,7 +310,8 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
     run = this_process.run
     if spread is None or run is None or run.recorder is None:
         return
-    run.recorder.merge(spread)
+    if client_id not in _resetting:  # (else: recorded before the stats were reset)
+        run.recorder.merge(spread)
     info = _worker_info(run, client_id)
     now = time.time()
     # Its rate over the last report interval: what a lost worker's last seconds cost.
@@ -327,6 +337,41 @@ def _watch_workers(run: HarnessRun, started: float) -> None:
                 run.workers.get(client.id, {})["alive_at"] = now
         gevent.sleep(HEARTBEAT_INTERVAL / 4)
 
+
+
+@events.reset_stats.add_listener
+def on_reset_stats(**_kwargs) -> None:
+    """Locust's "Reset stats" (web UI): the recorder starts afresh like Locust's statistics
+    (on a master, its workers' recorders too), and the reports say from when they count."""
+    run = this_process.run
+    if run is None or run.recorder is None:
+        return
+    now = time.time()
+    run.recorder.drain(final=True)  # everything so far, live connections included, goes
+    runner = run.environment.runner
+    if isinstance(runner, MasterRunner):
+        for client in runner.clients.all:
+            if client.state != STATE_MISSING:
+                _resetting.add(client.id)
+                runner.send_message(RESET_MSG, None, client_id=client.id)
+    if run.started is not None and run.stopped is None:
+        run.recorder.mark(now, "stats reset")
+        why = (f"statistics reset from the web UI at {now - run.started:.1f} s: the reports "
+               "count the requests after that")
+        run.partial = f"{run.partial}; {why}" if run.partial else why
+    log.info("statistics reset: the recorder starts afresh")
+
+
+def _worker_reset(environment, msg, **_kwargs) -> None:
+    """(worker) The master's stats were reset: empty the recorder, say so."""
+    run: HarnessRun = environment.nodeport_run
+    if run.recorder is not None:
+        run.recorder.drain(final=True)
+    environment.runner.send_message(RESET_DONE_MSG, None)
+
+
+def _master_reset_done(environment, msg, **_kwargs) -> None:
+    _resetting.discard(msg.node_id)
 
 
 def _worker_pod_nodes(environment, msg, **_kwargs) -> None:
@@ -529,6 +574,7 @@ def on_test_stop(environment, **_kwargs) -> None:
 
 def _write(environment, run: HarnessRun) -> None:
     stop_watch(run)
+    stop_progress(run)
     run.recorder.close()  # folds live connections, closes the raw file
     collect_lab_faults(run)  # faults given to the lab during the run, by anyone
     try:
@@ -596,6 +642,15 @@ def on_quitting(environment, **_kwargs) -> None:
     if run.recorder is not None and run.role != "worker" and run.stopped is None:
         on_test_stop(environment)  # the runner did not stop the run: write what there is
     _close_lab(run)
+
+
+@events.quit.add_listener
+def on_quit(**_kwargs) -> None:
+    """Locust has shut down (its own tables printed, with --locust-stats): a headless run's
+    end-of-run view comes last, its report line the output's last line."""
+    run = this_process.run
+    if run is not None:
+        show_summary(run)
 
 
 def _interrupted(environment, run: HarnessRun) -> None:

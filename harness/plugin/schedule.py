@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 
 import gevent
 
@@ -24,6 +25,9 @@ WATCH_INTERVAL_S = 1.0
 WATCH_DUTY = 0.2
 OWN_FAULT_WINDOW_S = 2.0  # a fault-log entry this close to one of ours is ours
 MAX_CHANGES = 2_000  # a flapping cluster: later changes are counted (watch "dropped"), not kept
+PROGRESS_TTY_S = 1.0  # --progress on a terminal: the line is rewritten every second
+PROGRESS_WINDOW_S = 5.0  # ... with req/s, p95 and the shares of the last 5 s
+PROGRESS_PIPED_S = 10.0  # in a pipe or a file: a line every 10 s (of those 10 s)
 
 
 def schedule_faults(run: HarnessRun, options) -> None:
@@ -204,10 +208,68 @@ def collect_lab_faults(run: HarnessRun) -> None:
         run.faults.sort(key=lambda f: f["time"])
 
 
-def progress(run: HarnessRun) -> None:
-    started = run.started
-    while run.stopped is None and run.started == started:
-        gevent.sleep(1.0)
-        totals = run.recorder.totals() if run.recorder else {}
-        print(f"\r[{time.time() - started:5.0f} s] {totals.get('requests', 0):>8} requests, "
-              f"{totals.get('failures', 0):>6} failed", end="", file=sys.stderr, flush=True)
+def start_progress(run: HarnessRun) -> None:
+    """The --progress line beside the users, until `stop_progress` (or the run's end)."""
+    stop_progress(run)
+    run.ticker = gevent.spawn(progress, run, sys.stderr)
+
+
+def stop_progress(run: HarnessRun) -> None:
+    """End the --progress line (its last state stays on a terminal, on a line of its own)."""
+    ticker, run.ticker = run.ticker, None
+    if ticker is not None:
+        ticker.kill(block=True, timeout=2)
+
+
+def progress(run: HarnessRun, stream) -> None:
+    """Elapsed of the run's time, req/s and p95 over the last seconds, failures so far and
+    each entry node's share of the last seconds: on a terminal one line rewritten in place
+    every second (as wide as the terminal), else a line every PROGRESS_PIPED_S (a log)."""
+    from harness.core.histogram import percentiles
+    from harness.report.terminal import progress_line, terminal_width
+
+    tty = stream.isatty()
+    every, window = (PROGRESS_TTY_S, PROGRESS_WINDOW_S) if tty else (PROGRESS_PIPED_S,
+                                                                     PROGRESS_PIPED_S)
+    started, recorder = run.started, run.recorder
+    total = getattr(run.environment.parsed_options, "run_time", None)
+    samples: deque[tuple[float, dict]] = deque()
+    open_line = False
+    try:
+        while run.stopped is None and run.started == started and recorder is not None:
+            now = time.time()
+            counts = recorder.progress_counts()
+            if samples and _went_back(samples[-1][1], counts):
+                samples.clear()  # the recorder was reset (the web UI's "Reset stats")
+            samples.append((now, counts))
+            while len(samples) > 2 and samples[1][0] <= now - window:
+                samples.popleft()
+            if len(samples) > 1:
+                old, seconds = samples[0][1], now - samples[0][0]
+                entries = {name: [a - b for a, b in zip(
+                    now_counts, old["entry_nodes"].get(name, [0, 0]), strict=True)]
+                    for name, now_counts in counts["entry_nodes"].items()}
+                recent = sum(e[0] + e[1] for e in entries.values())
+                latency = [a - b for a, b in zip(counts["latency"], old["latency"],
+                                                 strict=True)]
+                requests = sum(s + f for s, f in counts["entry_nodes"].values())
+                failures = sum(f for _s, f in counts["entry_nodes"].values())
+                shares = [(name, (s + f) / recent) for name, (s, f) in entries.items()
+                          if recent and s + f]
+                line = progress_line(now - (started or now), total,
+                                     recent / seconds if seconds > 0 else None,
+                                     percentiles(latency, [0.95])[0], requests, failures,
+                                     shares, terminal_width(stream), tty=tty)
+                stream.write(f"\r{line}\x1b[K" if tty else line + "\n")
+                stream.flush()
+                open_line = tty
+            gevent.sleep(every)
+    finally:
+        if open_line:
+            stream.write("\n")
+            stream.flush()
+
+
+def _went_back(before: dict, after: dict) -> bool:
+    return any(after["entry_nodes"].get(name, [0, 0])[0] < counts[0]
+               for name, counts in before["entry_nodes"].items())

@@ -1,12 +1,21 @@
-"""The live "Spread" tab in Locust's web UI: node x pod matrix, per-node rates, findings, report.
+"""The live "Spread" tab in Locust's web UI: node x pod heatmap, rates and failures over time,
+findings, the per-node table, the downloads; and the start form's checks.
 
-Built only on Locust's documented extension points: ``template_args["extended_tabs"]`` /
-``["extended_tables"]`` declare two tabs ("Spread" and "Spread findings") that Locust's own
-React table renders, an ``after_request`` hook adds their rows as ``extended_stats`` to the
-``/stats/requests`` reply the UI already polls every 2 s, and ``extended_csv_files`` links
-the downloads (``nodeport/report``: the HTML report of the run so far; ``nodeport/spread.json``:
-the recorder snapshot) from the "Download Data" tab. React renders every cell as text, so pod
-and node names from the cluster or from replies are never parsed as HTML.
+Built on Locust's extension points: ``template_args["extended_tabs"]`` /
+``["extended_tables"]`` declare the "Spread" tab and its per-node table, which Locust's own
+React table renders (every cell as text) from the rows an ``after_request`` hook adds as
+``extended_stats`` to the ``/stats/requests`` reply the UI polls every 2 s. Above that table
+a script of ours (``static/spread.js``, linked from Locust's page) draws the heatmap, the
+time charts and the findings with plotly.js, from ``/nodeport/live.json``
+(``webui_live``); plotly.js is served from the installed plotly package, so the tab works
+offline. ``extended_csv_files`` links the downloads (``nodeport/report``: the HTML report
+of the run so far; ``nodeport/spread.json``: the recorder snapshot) from "Download Data".
+Every route sits behind Locust's login when it has one.
+
+The start form (``webui_form``): readable labels, Entry and Connection first, the target
+read-only, and a POST /swarm with a value the command line would refuse is answered with
+one message before any user starts. Locust's "Reset stats" resets the recorder too
+(``listeners``); the tab forgets what it cached.
 
 Nothing here runs per recorded request: a snapshot is taken when the UI asks, at most once
 per ``REFRESH_S`` (findings: ``FINDINGS_S``) whatever the number of open browsers. On a
@@ -15,6 +24,8 @@ master, ``run.recorder`` holds the aggregates merged from the workers' reports.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -29,6 +40,15 @@ from harness.core.histogram import SERIES_BUCKETS, SERIES_SHIFT, add_hist, perce
 from harness.core.model import Target
 from harness.core.recorder import OTHER_POD, UNKNOWN_POD, SpreadRecorder
 from harness.core.text import number, pct
+from harness.plugin.webui_form import (
+    FIXED,
+    Field,
+    FormCheck,
+    check_form,
+    extra_options,
+    form_fields,
+)
+from harness.plugin.webui_live import live_data
 
 if TYPE_CHECKING:
     from harness.plugin.context import HarnessRun
@@ -36,20 +56,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("nodeport-harness")
 
 TAB_KEY = "spread"
-FINDINGS_KEY = "spread-findings"
+TAB_TITLE = "Spread"
 REPORT_PATH = "/nodeport/report"
 SNAPSHOT_PATH = "/nodeport/spread.json"
+LIVE_PATH = "/nodeport/live.json"
+STATIC = Path(__file__).with_name("static")  # spread.js, spread.css
 REFRESH_S = 1.5  # Locust's UI polls every 2 s: one snapshot serves every open browser
 FINDINGS_S = 5.0  # findings move slowly and cost more than the table
 RATE_WINDOW_S = 10  # like Locust's "current RPS"
 # Seconds still filling: the local runner's current one; on a master, also what workers
 # have not reported yet (they report every 3 s).
 LAG_LOCAL_S, LAG_MASTER_S = 1, 4
-MAX_POD_COLUMNS = 40  # wider tables stop being readable; the rest add up in one column
+MAX_POD_COLUMNS = 40  # the heatmap's pods; more add up in one column
 MAX_NAME = 80
 NOT_PODS = (UNKNOWN_POD, OTHER_POD)
 # Row keys: Locust camel-cases every key of the polled JSON (snake_case -> camelCase), so
-# ours have no underscores, and pods are columns "pod0".. (their names are titles, never keys).
+# ours have no underscores, and names from the cluster are values, never keys.
 # Locust's table sorts rows by their "name" until a header is clicked: "name" holds the order
 # we want (nodes as discovered, the total last) and is not shown.
 NODE_COLUMNS = (
@@ -64,7 +86,6 @@ NODE_COLUMNS = (
     ("kinds", "Failure kinds"),
     ("crossnode", "Cross-node"),
 )
-FINDING_COLUMNS = (("severity", "Severity"), ("finding", "Finding"))
 
 
 # -- the view: pure functions of a spread snapshot and the target -----------------------------
@@ -108,7 +129,7 @@ def pod_columns(
         node = where.get(pod) or served.get(pod, {}).get("node")
         title = f"{short(pod)} on {short(node)}" if node else f"{short(pod)} (node unknown)"
         key = keys.setdefault(pod, f"pod{len(keys)}")
-        columns.append({"key": key, "pods": [pod], "title": title})
+        columns.append({"key": key, "pods": [pod], "title": title, "node": node})
     if rest:
         columns.append({"key": "podrest", "pods": rest,
                         "title": f"other pods (beyond {MAX_POD_COLUMNS} columns)"})
@@ -119,18 +140,14 @@ def pod_columns(
     return columns
 
 
-def spread_structure(columns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """The "Spread" table's columns for ``extended_tables``."""
-    return ([{"key": key, "title": title} for key, title in NODE_COLUMNS]
-            + [{"key": c["key"], "title": c["title"]} for c in columns])
+def spread_structure() -> list[dict[str, str]]:
+    """The "Spread" table's columns for ``extended_tables`` (one row per entry node; the
+    pods are the heatmap's columns above it)."""
+    return [{"key": key, "title": title} for key, title in NODE_COLUMNS]
 
 
 def _share(part: float, whole: float) -> str:
     return pct(part / whole if whole else None)
-
-
-def _cell(count: int, whole: int) -> str:
-    return f"{number(count)} ({_share(count, whole)})" if count else "0"
 
 
 def _window(rows: Sequence[Mapping[str, Any]], begin: int, end: int) -> tuple[int, list[int]]:
@@ -148,7 +165,6 @@ def _window(rows: Sequence[Mapping[str, Any]], begin: int, end: int) -> tuple[in
 def node_rows(
     spread: Mapping[str, Any],
     target: Target | None,
-    columns: Sequence[Mapping[str, Any]],
     now: float,
     lag_s: int = LAG_LOCAL_S,
 ) -> list[dict[str, str]]:
@@ -174,7 +190,6 @@ def node_rows(
         all_recent += recent
         add_hist(all_hist, hist)
         pods = part.get("pods", {})
-        successes = part.get("successes", 0)
         label = short(name)
         if node is not None and not node.targeted:
             label += f" (not targeted: {short(node.reason or 'excluded', 40)})"
@@ -187,13 +202,7 @@ def node_rows(
             **_stats(part, total, recent, seconds, hist),
             "crossnode": _cross(pods, where, name) if node else "–",
         }
-        for column in columns:
-            row[column["key"]] = _cell(sum(pods.get(p, 0) for p in column["pods"]), successes)
         rows.append(row)
-    served: dict[str, int] = {}
-    for part in entries.values():
-        for pod, count in part.get("pods", {}).items():
-            served[pod] = served.get(pod, 0) + count
     overall = {
         "requests": total,
         "failures": spread.get("totals", {}).get("failures", 0),
@@ -207,9 +216,6 @@ def node_rows(
         **_stats(overall, total, all_recent, seconds, all_hist),
         "crossnode": _all_cross(entries, where, nodes),
     }
-    successes = spread.get("totals", {}).get("successes", 0)
-    for column in columns:
-        row[column["key"]] = _cell(sum(served.get(p, 0) for p in column["pods"]), successes)
     rows.append(row)
     return rows
 
@@ -291,16 +297,9 @@ def live_view(
     now: float,
     *,
     lag_s: int = LAG_LOCAL_S,
-    run_info: Mapping[str, Any] | None = None,
-    columns: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Everything the tabs show, as ``extended_stats`` entries (keys are the tab keys)."""
-    if columns is None:
-        columns = pod_columns(spread, target)
-    return {
-        TAB_KEY: node_rows(spread, target, columns, now, lag_s),
-        FINDINGS_KEY: finding_rows(spread, target, run_info),
-    }
+    """The tab's table, as ``extended_stats`` entries (keyed by the tab's key)."""
+    return {TAB_KEY: node_rows(spread, target, now, lag_s)}
 
 
 def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
@@ -318,7 +317,8 @@ def analysis_run_info(run: HarnessRun, now: float) -> dict[str, Any]:
 # -- Locust wiring ---------------------------------------------------------------------------
 
 class SpreadTab:
-    """The tabs of one web UI: builds the view when the UI polls, and caches it.
+    """The tab of one web UI: builds its table and live data when the UI polls, and caches
+    them.
 
     A snapshot costs time in proportion to the run's length (its per-second series: ~0.3 s
     after an hour with three nodes) and the findings several times that, so each is rebuilt
@@ -331,13 +331,22 @@ class SpreadTab:
         self.environment = environment
         self.run = run
         self._keys: dict[str, str] = {}  # pod -> its column key, stable for the session
+        self._forget()
+
+    def _forget(self) -> None:
         self._recorder: Any = None
         self._spread: dict[str, Any] | None = None
         self._rows: list[dict[str, str]] = []
+        self._live: dict[str, Any] | None = None
         self._snap_at = self._snap_cost = 0.0
         self._findings: list[dict[str, str]] = []
         self._findings_at = self._findings_cost = 0.0
         self._findings_busy = False
+
+    def reset(self, **_kwargs: Any) -> None:
+        """Locust's "Reset stats" (the recorder is emptied by the listeners): forget what the
+        tab cached, so the next poll shows the empty recorder."""
+        self._forget()
 
     def snapshot(self) -> dict[str, Any]:
         """The recorder's aggregates now (an empty run before the first test starts)."""
@@ -362,14 +371,12 @@ class SpreadTab:
             return self._spread
         began = time.perf_counter()
         self._spread = self.snapshot()
-        self._rows = node_rows(self._spread, self.run.target,
-                               pod_columns(self._spread, self.run.target, self._keys),
-                               now, self.lag_s())
+        self._rows = node_rows(self._spread, self.run.target, now, self.lag_s())
+        self._live = None
         self._snap_at, self._snap_cost = now, time.perf_counter() - began
         return self._spread
 
-    def view(self) -> dict[str, Any]:
-        now = time.time()
+    def findings(self, now: float) -> list[dict[str, str]]:
         spread = self._fresh_spread(now)
         due = now - self._findings_at >= max(FINDINGS_S, 10 * self._findings_cost)
         if (due or not self._findings) and not self._findings_busy:
@@ -381,19 +388,30 @@ class SpreadTab:
             finally:
                 self._findings_busy = False
             self._findings_at, self._findings_cost = now, time.perf_counter() - began
-        return {TAB_KEY: self._rows, FINDINGS_KEY: self._findings or [
-            {"name": "00000", "severity": "info", "finding": "Computing findings…"}]}
+            self._live = None
+        return self._findings or [
+            {"name": "00000", "severity": "info", "finding": "Computing findings…"}]
 
-    def refresh_structure(self) -> None:
-        """Pods as of now become the table's columns (called when the page loads: the UI
-        reads its table structure once)."""
-        columns = pod_columns(self._fresh_spread(time.time()), self.run.target, self._keys)
-        args = self.environment.web_ui.template_args
-        _extend(args, "extended_tables", [
-            {"key": TAB_KEY, "structure": spread_structure(columns)},
-            {"key": FINDINGS_KEY,
-             "structure": [{"key": k, "title": t} for k, t in FINDING_COLUMNS]},
-        ])
+    def view(self) -> dict[str, Any]:
+        self._fresh_spread(time.time())
+        return {TAB_KEY: self._rows}
+
+    def live(self) -> dict[str, Any]:
+        """``/nodeport/live.json``: what the panel above the table draws."""
+        now = time.time()
+        findings = self.findings(now)
+        spread = self._fresh_spread(now)
+        if self._live is None:
+            run = self.run
+            columns = pod_columns(spread, run.target, self._keys)
+            options = self.environment.parsed_options
+            about = {"entry": getattr(options, "entry", None),
+                     "connection": getattr(options, "connection", None),
+                     "run_id": run.run_id if run.recorder is not None else None}
+            self._live = live_data(spread, run.target, columns, now=self._snap_at,
+                                   started=run.started, stopped=run.stopped,
+                                   lag_s=self.lag_s(), findings=findings, run=about)
+        return self._live
 
     def extended_stats(self) -> list[dict[str, Any]]:
         return [{"key": key, "data": rows} for key, rows in self.view().items()]
@@ -414,7 +432,8 @@ def _safe_filename(text: str) -> str:
 
 
 def install(environment: Any, run: HarnessRun) -> SpreadTab | None:
-    """Add the Spread tabs, their data and the download routes to ``environment.web_ui``.
+    """Add the Spread tab, its data, the form's checks and the download routes to
+    ``environment.web_ui``.
 
     A failure here is logged and leaves Locust's UI as it is: the load test must still run.
     """
@@ -425,108 +444,111 @@ def install(environment: Any, run: HarnessRun) -> SpreadTab | None:
         return None
 
 
-# What Locust's own form posts to /swarm; with the web-UI parameters, all a form may set.
-LOCUST_FORM = frozenset(("user_count", "spawn_rate", "host", "user_classes", "run_time",
-                         "profile", "shape_class"))
+class StartForm:
+    """The start form's fields (``webui_form``) for one web UI, and the check of a POST."""
+
+    def __init__(self, environment: Any, run: HarnessRun):
+        from locust.argument_parser import default_args_dict, get_parser
+
+        self.environment = environment
+        self.run = run
+        locust_own = default_args_dict()
+        # Our options and other plugins' (Locust's own are its form's fields, or not shown).
+        self.actions = {dest: action for dest, action in
+                        get_parser().args_included_in_web_ui.items()
+                        if dest not in locust_own and action.help != argparse.SUPPRESS
+                        and action.default != argparse.SUPPRESS}
+
+    def fields(self) -> list[Field]:
+        return form_fields(self.actions, self.environment.parsed_options, self.run.target)
+
+    def extra_options(self) -> dict[str, dict[str, Any]]:
+        return extra_options(self.fields(), self.actions, self.environment.parsed_options)
+
+    def check(self, form: Any) -> FormCheck:
+        environment = self.environment
+        runner = environment.runner
+        processes = getattr(runner, "worker_count", None) if self.run.role == "master" else 1
+        return check_form(form, fields=self.fields(), actions=self.actions,
+                          options=environment.parsed_options, target=self.run.target,
+                          host=environment.host, processes=max(1, processes or 1))
 
 
-def _ui_parameters(environment: Any) -> frozenset[str]:
-    """The options shown as web-UI parameters (Locust's parser knows, plugins' own too)."""
-    try:
-        from locust.argument_parser import get_parser
+def _page_links(base: str) -> str:
+    """What Locust's page gets before ``</head>``: our script (it links its stylesheet)."""
+    from html import escape
 
-        return frozenset(get_parser().args_included_in_web_ui)
-    except Exception:  # an older Locust: ours, by their ui flag
-        from harness.options import web_ui_dests
-
-        return frozenset(web_ui_dests())
-
-
-def refuse_swarm(environment: Any, form: Mapping[str, str], allowed: frozenset[str]
-                 ) -> str | None:
-    """Why a POST /swarm must not start (None: it may). Locust copies every posted field
-    that names an option into the run's options: one that is not a web-UI parameter (where
-    the reports go, --raw's file, the target) is fixed at start-up and refused, and the
-    values the form may set are checked as the command line's are."""
-    from types import SimpleNamespace
-
-    from harness.errors import HarnessError
-    from harness.options import retype
-    from harness.plugin.context import check_run_options
-
-    options = environment.parsed_options
-    current = vars(options) if options is not None else {}
-    fixed = sorted(k for k in form if k in current and k not in allowed
-                   and k not in LOCUST_FORM)
-    if fixed:
-        names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed)
-        return (f"{names} cannot be set from the web UI: it is fixed when Locust starts "
-                "(give it on the command line)")
-    posted = SimpleNamespace(**current)
-    try:
-        if form.get("user_count"):
-            posted.num_users = int(form["user_count"])
-        if form.get("spawn_rate"):
-            posted.spawn_rate = float(form["spawn_rate"])
-    except ValueError:
-        return None  # Locust answers that one itself
-    try:
-        retype(posted, {k: v for k, v in form.items()
-                        if k in current and k in allowed and k not in LOCUST_FORM})
-        workers = getattr(environment.runner, "worker_count", None)
-        check_run_options(posted, max(1, workers or 1))
-    except HarnessError as err:
-        return str(err)
-    return None
+    return (f'<script defer src="{escape(base)}nodeport/spread.js" '
+            f'data-tab="{escape(TAB_TITLE)}" data-fixed="({escape(FIXED)})"></script>')
 
 
 def _install(environment: Any, run: HarnessRun) -> SpreadTab:
-    from flask import Blueprint, Response, jsonify, request
+    from flask import Blueprint, Response, jsonify, request, send_file
+    from werkzeug.datastructures import ImmutableMultiDict
 
     web_ui = environment.web_ui
     existing = getattr(web_ui, "nodeport_tab", None)
     if existing is not None:
         return existing
-    allowed = _ui_parameters(environment)
-
-    @web_ui.app.before_request
-    def _check_swarm() -> Any:
-        if request.endpoint != "locust.swarm" or request.method != "POST":
-            return None
-        try:
-            why = refuse_swarm(environment, request.form, allowed)
-        except Exception:  # never break Locust's own form for our check
-            log.exception("nodeport-harness: checking the form failed")
-            return None
-        if why is None:
-            return None
-        log.error("web UI: %s", why)
-        return jsonify({"success": False, "message": why, "host": environment.host}), 400
     tab = SpreadTab(environment, run)
     web_ui.nodeport_tab = tab
+    environment.events.reset_stats.add_listener(tab.reset)
+    form = StartForm(environment, run)
+    # The form's fields in our order: the page's tojson would sort them (Jinja's default).
+    web_ui.app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    locust_update = web_ui.update_template_args
+
+    def update_template_args() -> None:
+        locust_update()
+        try:
+            web_ui.template_args["extra_options"] = form.extra_options()
+        except Exception:  # Locust's own form fields then
+            log.exception("nodeport-harness: the start form's fields failed")
+
+    web_ui.update_template_args = update_template_args
     args = web_ui.template_args
-    _extend(args, "extended_tabs", [{"title": "Spread", "key": TAB_KEY},
-                                    {"title": "Spread findings", "key": FINDINGS_KEY}])
+    _extend(args, "extended_tabs", [{"title": TAB_TITLE, "key": TAB_KEY}])
+    _extend(args, "extended_tables", [{"key": TAB_KEY, "structure": spread_structure()}])
     _extend(args, "extended_csv_files", [
         {"href": "." + REPORT_PATH, "title": "Download NodePort report of the run so far (HTML)"},
         {"href": "." + SNAPSHOT_PATH, "title": "Download NodePort spread snapshot (JSON)"},
     ], by="href")
-    tab.refresh_structure()
 
     options = environment.parsed_options
     base = getattr(options, "web_base_path", None) or None
     blueprint = Blueprint("nodeport", __name__, url_prefix=base)
 
     @web_ui.app.before_request
-    def _columns_on_page_load() -> None:
-        if request.endpoint == "locust.index":
-            tab.refresh_structure()
+    def _check_swarm() -> Any:
+        if request.endpoint != "locust.swarm" or request.method != "POST":
+            return None
+        try:
+            check = form.check(request.form.items(multi=True))
+        except Exception:  # never break Locust's own form for our check
+            log.exception("nodeport-harness: checking the form failed")
+            return None
+        if check.error is not None:
+            log.error("web UI: %s", check.error)
+            # Locust's own answer to a bad form: its page shows the message.
+            return jsonify({"success": False, "message": check.error, "host": environment.host})
+        for dest, value in (check.values or {}).items():
+            setattr(environment.parsed_options, dest, value)  # typed, as the command line's
+        request.form = ImmutableMultiDict(check.form or [])
+        return None
 
     @web_ui.app.after_request
-    def _add_extended_stats(response: Response) -> Response:
+    def _extend_pages(response: Response) -> Response:
+        endpoint = request.endpoint
+        if response.status_code != 200:
+            return response
+        if endpoint == "locust.index" and response.mimetype == "text/html":
+            page = response.get_data(as_text=True)
+            if "</head>" in page:
+                response.set_data(page.replace("</head>", _page_links("./") + "</head>", 1))
+            return response
         # Locust's own route (already behind its login) answers the UI's 2 s poll: our rows
-        # ride along, so the tabs refresh with Locust's tables and no extra request.
-        if request.endpoint != "locust.request_stats" or response.status_code != 200:
+        # ride along, so the table refreshes with Locust's tables and no extra request.
+        if endpoint != "locust.request_stats":
             return response
         data = response.get_json(silent=True)
         if not isinstance(data, dict):
@@ -541,6 +563,26 @@ def _install(environment: Any, run: HarnessRun) -> SpreadTab:
         data["extended_stats"] = others + ours
         response.set_data(json.dumps(data))
         return response
+
+    @blueprint.route(LIVE_PATH)
+    @web_ui.auth_required_if_enabled
+    def nodeport_live() -> Response:
+        body = json.dumps(tab.live(), separators=(",", ":"), allow_nan=False)
+        return Response(body, mimetype="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+    @blueprint.route("/nodeport/<any('spread.js', 'spread.css'):name>")
+    @web_ui.auth_required_if_enabled
+    def nodeport_static(name: str) -> Response:
+        return send_file(STATIC / name, max_age=60)
+
+    @blueprint.route("/nodeport/plotly.min.js")
+    @web_ui.auth_required_if_enabled
+    def nodeport_plotlyjs() -> Response:
+        path = plotlyjs_path()
+        if path is None:
+            return _text("plotly is not installed: pip install plotly", 404)
+        return send_file(path, mimetype="text/javascript", max_age=86400)
 
     @blueprint.route(SNAPSHOT_PATH)
     @web_ui.auth_required_if_enabled
@@ -574,6 +616,15 @@ def _install(environment: Any, run: HarnessRun) -> SpreadTab:
 
     web_ui.app.register_blueprint(blueprint)
     return tab
+
+
+def plotlyjs_path() -> Path | None:
+    """plotly.min.js of the installed plotly package (found without importing plotly)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
 
 
 def _run_json(run: HarnessRun) -> dict[str, Any]:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness import __version__
 from harness.core.analysis import evaluate_thresholds, summarize
@@ -26,7 +29,7 @@ from harness.core.findings import (
     worst_incident,
 )
 from harness.core.runinfo import analysis_run, threshold_settings
-from harness.core.text import ms, number, pct, rate, redact_command, secs, when
+from harness.core.text import ms, number, pct, printable, rate, redact_command, secs, when
 from harness.errors import ReportError
 from harness.report import charts
 from harness.report import csvs as tables
@@ -82,6 +85,7 @@ def build_report(run_dir: Path | str, plotlyjs: str = "inline") -> dict[str, Any
     figures = report_figures(summary, data, series, view["matrix"])
     write("index.html", render("report.html.j2", {
         **view, "plotly": loader, "figures": figures_json(figures), "charts": set(figures),
+        "time_notes": time_notes(summary, data, series, figures),
     }))
     result = {"summary": summary, "thresholds": thresholds, "files": files}
     if capacity:
@@ -107,6 +111,7 @@ def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dic
                  ) -> dict[str, Any]:
     entries, pods, counts = tables.matrix(summary, data.spread)
     run = data.run
+    repro = reproduce(data)
     return {
         "title": title(summary, data),
         "subtitle": subtitle(summary, data),
@@ -130,12 +135,181 @@ def page_context(data: RunData, summary: Mapping[str, Any], thresholds: list[dic
         "incidents": incident_rows(summary),
         "whatifs": summary.get("whatifs") or [],  # predictions (core/whatif.py)
         "thresholds": thresholds,
-        "command": redact_command(run.get("command") or "") or "(not recorded)",
+        "command": repro["command"],
+        "reproduce": repro,
         "files": OUTPUTS,
         "run_dir_name": data.run_dir.name,
+        "run_dir": os.path.abspath(data.run_dir),
+        "run_dir_arg": shlex.quote(os.path.abspath(data.run_dir)),  # pasted into a shell
         "generated": time.time(),
         "version": __version__,
     }
+
+
+# -- how to reproduce ---------------------------------------------------------------------------
+
+# Options whose value is a path: made absolute, so the command works pasted in any folder.
+PATH_FLAGS = ("--kubeconfig", "--inventory", "--report-dir", "--raw", "-f", "--locustfile")
+# Left out: a re-run with this run's id would write over this run's folder.
+DROPPED_FLAGS = ("--run-id",)
+
+
+def reproduce(data: RunData) -> dict[str, Any]:
+    """The page's "How to reproduce": the run's command with its target spelled out and its
+    paths absolute (``command``), the command as typed when that differs (``typed``, in
+    ``cwd``), the target in words (``target``) and the command re-rendering this page."""
+    run, options = data.run, data.run.get("options") or {}
+    typed = redact_command(run.get("command") or "")
+    cwd = run.get("cwd") or inferred_cwd(data.run_dir, options)
+    command = reproduce_command(typed, options, data.target, cwd, run.get("kubeconfig"))
+    lab = bool(options.get("lab")) or " --lab " in f" {typed} "
+    rerender = shlex.join(["nodeport-harness", "report", os.path.abspath(data.run_dir)])
+    return {
+        "command": command or "(not recorded)",
+        "args": command_words(command or "(not recorded)"),
+        "rerender_args": command_words(rerender),
+        "typed": typed if typed and typed != command else None,
+        "cwd": cwd,
+        "target": target_sentence(data.target, {**options, "inventory": _absolute(
+            options["inventory"], cwd)} if isinstance(options.get("inventory"), str)
+            else options, run.get("kubeconfig"), lab),
+        "rerender": rerender,
+    }
+
+
+def command_words(command: str) -> list[str]:
+    """A shell command's words, each quoted as the shell reads it: a page shows each one
+    unbroken (a line never breaks inside "--namespace"), and copies as the command."""
+    try:
+        return [shlex.quote(word) for word in shlex.split(command)] or [command]
+    except ValueError:
+        return [command]
+
+
+def inferred_cwd(run_dir: Path, options: Mapping[str, Any]) -> str | None:
+    """The folder a run started in, for a run.json that does not say (older runs): the run
+    folder is RUN_ID inside --report-dir, so a relative --report-dir leads back to it."""
+    report_dir = options.get("report_dir")
+    if not isinstance(report_dir, str) or not report_dir or report_dir.startswith("~"):
+        return None
+    relative = Path(os.path.normpath(report_dir))
+    if relative.is_absolute():
+        return None
+    base = Path(os.path.abspath(run_dir)).parent
+    for part in reversed(relative.parts):
+        if part == ".":
+            continue
+        if part == ".." or base.name != part:
+            return None
+        base = base.parent
+    return str(base)
+
+
+def _absolute(value: str, cwd: str | None) -> str:
+    path = os.path.expanduser(value)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(cwd, path)) if cwd else value
+
+
+def reproduce_command(typed: str, options: Mapping[str, Any], target: Mapping[str, Any],
+                      cwd: str | None, kubeconfig: str | None = None) -> str:
+    """``typed`` (secrets already redacted) made to work pasted anywhere: path values
+    absolute (relative to ``cwd``), --run-id left out, and the target's options the command
+    left to defaults added: the lab's shape (``lab_*`` options) with --lab, else the
+    kubeconfig and context discovery read; the namespace and the Service."""
+    try:
+        args = shlex.split(typed)
+    except ValueError:
+        return typed
+    if not args:
+        return ""
+    out: list[str] = []
+    given: set[str] = set()
+    skip = False
+    for index, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        flag, sep, value = arg.partition("=")
+        if index and flag.startswith("-"):
+            given.add(flag)
+        if flag in DROPPED_FLAGS:
+            skip = not sep
+            continue
+        if flag in PATH_FLAGS and index:
+            if sep:
+                out.append(f"{flag}={_absolute(value, cwd)}")
+                continue
+            if index + 1 < len(args):
+                out += [arg, _absolute(args[index + 1], cwd)]
+                skip = True
+                continue
+        out.append(arg)
+    service = target.get("service") or {}
+    added: list[str] = []
+    # A command that started the lab itself (capacity, demo) hands Locust its kubeconfig:
+    # the command as typed still says --lab, and a lab's kubeconfig is gone after it.
+    if options.get("lab") or "--lab" in given:
+        for key, value in sorted(options.items()):
+            flag = "--" + key.replace("_", "-")
+            if (key.startswith("lab_") and flag not in given and value not in (None, False, "")
+                    and isinstance(value, str | int | float)):
+                added += [flag] if value is True else [flag, str(value)]
+    elif not options.get("inventory") and target.get("source") == "kubeconfig":
+        if kubeconfig and "--kubeconfig" not in given:
+            added += ["--kubeconfig", kubeconfig]
+        if target.get("context") and "--context" not in given:
+            added += ["--context", str(target["context"])]
+    if service.get("namespace") and not {"-n", "--namespace"} & given:
+        added += ["--namespace", str(service["namespace"])]
+    if service.get("name") and "--service" not in given:
+        added += ["--service", str(service["name"])]
+    return shlex.join([*out, *added])
+
+
+def target_sentence(target: Mapping[str, Any], options: Mapping[str, Any],
+                    kubeconfig: str | None = None, lab: bool = False) -> str:
+    """Where the run's target came from and its shape, in one sentence (no credentials:
+    paths, context names and the API server's address without any user part)."""
+    source = target.get("source")
+    lab = lab or bool(options.get("lab"))
+    if lab:
+        datapath = options.get("lab_datapath")
+        where = "the embedded lab, started for this run (--lab" + (
+            f", {datapath} datapath)" if datapath else ")")
+    elif options.get("inventory") or source == "inventory":
+        where = f"the inventory file {options.get('inventory') or '(path not recorded)'}"
+    elif source == "in-cluster":
+        where = "the in-cluster configuration (a service account)"
+    elif source:
+        where = f"kubeconfig {kubeconfig or '$KUBECONFIG or ~/.kube/config (path not recorded)'}"
+        if target.get("context"):
+            where += f", context {target['context']}"
+    else:
+        return "not recorded (no target.json in this run folder)"
+    server = target.get("server")
+    if server and source != "inventory" and not lab:  # a throw-away lab's is gone
+        parts = urlsplit(str(server))
+        where += f" (API server {parts.scheme}://{parts.hostname or ''}" + (
+            f":{parts.port})" if parts.port else ")")
+    service = target.get("service") or {}
+    port = service.get("port") or {}
+    what = (f"Service {service.get('namespace')}/{service.get('name')} ({service.get('type')}"
+            + (f", nodePort {port['node_port']}" if port.get("node_port") else "")
+            + f", externalTrafficPolicy {service.get('external_traffic_policy')})"
+            ) if service else "the Service is not recorded"
+    nodes = [n.get("name") for n in target.get("nodes", ())]
+    pods: dict[str, int] = {}
+    for endpoint in target.get("endpoints", ()):
+        pods[endpoint.get("node") or "?"] = pods.get(endpoint.get("node") or "?", 0) + 1
+    counts = set(pods.get(n, 0) for n in nodes)
+    spread = (f"{number(counts.pop())} per node" if len(counts) == 1 and nodes else
+              ", ".join(f"{number(c)} on {name}" for name, c in list(pods.items())[:6])
+              + (", ..." if len(pods) > 6 else ""))
+    shape = (f"{number(len(nodes))} node{'s' if len(nodes) != 1 else ''}, "
+             f"{number(sum(pods.values()))} pods ({spread})" if nodes or pods else "")
+    return printable(f"{where}: {what}" + (f"; {shape}" if shape else "") + ".")
 
 
 def title(summary: Mapping[str, Any], data: RunData) -> str:
@@ -378,6 +552,49 @@ def incident_bands(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return bands
 
 
+def rate_series(summary: Mapping[str, Any], data: RunData,
+                series: Mapping[str, list[dict[str, Any]]],
+                ) -> tuple[Mapping[str, list[Any]], list[tuple[int, float]]]:
+    """The per-second rows the rate charts draw (the seconds wholly inside the run, from
+    run.json's start to its stop) and the partial seconds they leave out (elapsed second,
+    the part of it the run covered). A run without one whole second keeps them all."""
+    start = summary["run"]["start"]
+    end = data.run.get("stopped") or summary["run"]["end"]
+    whole = {name: charts.whole_seconds(rows, start, end) for name, rows in series.items()}
+    if not any(whole.values()):
+        return series, []
+    return whole, charts.partial_seconds(series, start, end)
+
+
+def partial_note(dropped: list[tuple[int, float]]) -> str | None:
+    """The rate charts' caption for the partial seconds they leave out."""
+    if not dropped:
+        return None
+    said = [f"{number(t)} s ({'after the stop' if part <= 0 else secs(part) + ' of it'})"
+            for t, part in dropped]
+    which = ", ".join(said[:4]) + (f" and {number(len(said) - 4)} more" if len(said) > 4 else "")
+    return (f"Partial seconds are not drawn: {which}. The run covered only part of "
+            f"{'that second' if len(said) == 1 else 'those seconds'}, so their counts would "
+            "read as a ramp or a drop in throughput.")
+
+
+def time_notes(summary: Mapping[str, Any], data: RunData,
+               series: Mapping[str, list[dict[str, Any]]],
+               figures: Mapping[str, str]) -> dict[str, str | None]:
+    """One line for each per-second chart the page leaves out, and the partial seconds."""
+    _, dropped = rate_series(summary, data, series)
+    failures = summary["totals"]["failures"]
+    notes: dict[str, str | None] = {"partial": partial_note(dropped), "failures": None,
+                                    "p95": None}
+    if "failures" not in figures and any(series.values()):
+        notes["failures"] = ("No request failed." if not failures else
+                             f"{number(failures)} requests failed, all in partial seconds "
+                             "(see the totals below).")
+    if "p95" not in figures and any(series.values()):
+        notes["p95"] = "No request succeeded: there is no latency to draw per second."
+    return notes
+
+
 def report_figures(summary: Mapping[str, Any], data: RunData,
                    series: Mapping[str, list[dict[str, Any]]],
                    matrix: Mapping[str, Any]) -> dict[str, str]:
@@ -403,21 +620,30 @@ def report_figures(summary: Mapping[str, Any], data: RunData,
             groups, "Latency percentiles per entry node", "entry node")
         hists = {name: data.spread["entry_nodes"][name]["latency"] for name in entry_names
                  if name in data.spread.get("entry_nodes", {})}
-        figures["latency_cdf"] = charts.latency_cdf(hists, node_colors)
+        if any(charts.cdf_points(h)[0] for h in hists.values()):
+            figures["latency_cdf"] = charts.latency_cdf(hists, node_colors)
     cross = summary["cross_node"]
     if any((cross.get(k) or {}).get("count") for k in ("local", "cross_node", "unknown")):
         figures["locality"] = charts.locality_bars(cross)
     if any(series.values()):
         markers = chart_markers(summary)
         bands = incident_bands(summary)
-        for key, field, name, axis, failed in (
-            ("rps", "requests", "Requests per second by entry node", "requests/s", None),
+        counted, _ = rate_series(summary, data, series)
+        seconds = [r["elapsed_s"] for rows in series.values() for r in rows]
+        x_range = [min(seconds), max(seconds)] if len(set(seconds)) > 1 else None
+        for key, field, name, axis, failed, rows in (
+            ("rps", "requests", "Requests per second by entry node", "requests/s", None,
+             counted),
             ("p95", "p95_ms", "p95 latency per second by entry node (dashed: failed requests)",
-             "p95 (ms)", "failed_p95_ms"),
-            ("failures", "failures", "Failures per second by entry node", "failures/s", None),
+             "p95 (ms)", "failed_p95_ms", series),
+            ("failures", "failures", "Failures per second by entry node", "failures/s", None,
+             counted),
         ):
-            figures[key] = charts.over_time(series, field, name, axis, node_colors, markers,
-                                            bands, failed)
+            fields = (field, failed) if failed else (field,)
+            # No empty chart: no failure, or no success's latency, is one line on the page.
+            if any(r.get(f) for rows_ in rows.values() for r in rows_ for f in fields):
+                figures[key] = charts.over_time(rows, field, name, axis, node_colors,
+                                                markers, bands, failed, x_range)
     lb = summary.get("lb")
     if lb and lb["seen"]:  # --entry lb: the node the LoadBalancer passed each success to
         figures["lb_nodes"] = charts.share_bars(

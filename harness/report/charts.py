@@ -8,6 +8,7 @@ turn bold and ``&lt;`` shows up as ``<``; escaping makes every name display as i
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ PALETTE = (
 )
 LABEL_CHARS = 32  # axis labels: long pod names are cut here, hover shows them whole
 QUANTILE_NAMES = ("p50", "p95", "p99")
+POD_AXIS = "pod (end of its name; hover for the full name)"
 
 
 def label(text: object) -> str:
@@ -41,6 +43,87 @@ def short_labels(names: Sequence[str]) -> list[str]:
         used.add(cut)
         out.append(label(cut))
     return out
+
+
+def short_names(names: Sequence[str]) -> list[str]:
+    """What tells each name apart, unescaped: a pod's generated suffix
+    (``helloworld-5f7c9d8b6-x2x7q`` -> ``x2x7q``), more of the name when that suffix is
+    shared or too short to read alone (``web-0``), at most LABEL_CHARS; always distinct."""
+    texts = [str(name) for name in names]
+    parts = [text.split("-") for text in texts]
+    tails = [{"-".join(p[-k:]) for k in range(1, len(p))} for p in parts]
+    out: list[str] = []
+    for i, segments in enumerate(parts):
+        short = texts[i]
+        for k in range(1, len(segments)):
+            tail = "-".join(segments[-k:])
+            if len(tail) < 3 or not segments[-k]:  # "0" or "": keep the part before it
+                continue
+            if not any(tail == texts[j] or tail in tails[j]
+                       for j in range(len(texts)) if j != i):
+                short = tail
+                break
+        out.append(short)
+    cut = [s if len(s) <= LABEL_CHARS else s[: LABEL_CHARS - 1] + "…" for s in out]
+    used: set[str] = set()
+    for index, text in enumerate(cut):
+        if text in used:  # equal names, or equal after the cut: plotly would merge them
+            text = f"{text} #{index + 1}"
+            cut[index] = text
+        used.add(text)
+    return cut
+
+
+def pod_labels(names: Sequence[str]) -> list[str]:
+    """Escaped axis labels of pods: their short names (the full name goes in the hover)."""
+    return [label(name) for name in short_names(names)]
+
+
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str], list[float]]:
+    """Ticks of a log axis from ``low`` to ``high`` (both > 0): 1-2-5 in each decade (1 per
+    decade over more than four), labelled as numbers ("0.5", "2", "1,000"); and the axis
+    range (log10) from the tick at or below ``low`` to the one at or above ``high``."""
+    low, high = min(low, high), max(low, high)
+    if not (low > 0 and math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"log_ticks needs positive finite bounds, got {low}, {high}")
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1, 2, 5) if last - first <= 4 else (1,)
+    values = [float(f"{m}e{e}") for e in range(first, last + 1) for m in steps]
+    below = [v for v in values if v <= low * (1 + 1e-9)]
+    above = [v for v in values if v >= high * (1 - 1e-9)]
+    start, stop = (below[-1] if below else values[0]), (above[0] if above else values[-1])
+    if stop <= start:  # one value: widen to the neighbouring ticks
+        index = values.index(start)
+        start, stop = values[max(index - 1, 0)], values[min(index + 1, len(values) - 1)]
+    kept = [v for v in values if start <= v <= stop]
+    return kept, [number(v) for v in kept], [math.log10(start), math.log10(stop)]
+
+
+def whole_seconds(rows: Sequence[Mapping[str, Any]], start: float | None,
+                  end: float | None, slack: float = 0.02) -> list[Mapping[str, Any]]:
+    """Per-second rows (``t``: the epoch second a row counts) whose whole second lies inside
+    the run, ``start`` to ``end`` (epoch seconds): the first and last seconds usually ran for
+    part of a second only, and their counts drawn as a rate would read as a ramp or a crash.
+    ``slack``: seconds a row may miss and still count as whole. Unknown bounds keep all."""
+    return [r for r in rows
+            if (start is None or r["t"] >= start - slack)
+            and (end is None or r["t"] + 1 <= end + slack)]
+
+
+def partial_seconds(series: Mapping[str, Sequence[Mapping[str, Any]]], start: float | None,
+                    end: float | None) -> list[tuple[int, float]]:
+    """The seconds ``whole_seconds`` leaves out: (elapsed second, the part of it the run
+    covered, 0-1), in order."""
+    out: dict[int, float] = {}
+    for rows in series.values():
+        whole = {id(r) for r in whole_seconds(rows, start, end)}
+        for row in rows:
+            if id(row) not in whole:
+                t = row["t"]
+                covered = min(t + 1, end if end is not None else t + 1) - max(
+                    t, start if start is not None else t)
+                out[row["elapsed_s"]] = max(0.0, min(1.0, covered))
+    return sorted(out.items())
 
 
 def colors(names: Sequence[str]) -> dict[str, str]:
@@ -65,6 +148,7 @@ def _layout(title: str, height: int = 380, **extra: Any) -> dict[str, Any]:
 
 
 def _axis(title: str, **extra: Any) -> dict[str, Any]:
+    # Names axes say type "category": plotly would read pods "00001", "00002" as numbers.
     return {"title": {"text": title}, "gridcolor": "#e5e5e5", "zerolinecolor": "#cccccc",
             "automargin": True, **extra}
 
@@ -83,7 +167,7 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
     # pod that takes everything or nothing stands out; a fixed 0-100 % would wash it out.
     top = max([max(row, default=0) for row in shares] + [2 / max(len(pods), 1)])
     trace = go.Heatmap(
-        z=shares, x=short_labels(pods), y=short_labels(entries), customdata=custom,
+        z=shares, x=pod_labels(pods), y=short_labels(entries), customdata=custom,
         text=[[f"{number(c)}<br>{label(pct(s))}" for c, s in zip(row, srow, strict=True)]
               for row, srow in zip(counts, shares, strict=True)],
         texttemplate="%{text}" if small else None,
@@ -93,11 +177,11 @@ def heatmap(entries: Sequence[str], pods: Sequence[str], counts: Sequence[Sequen
                       "<br>%{customdata[2]} of this entry's successes"
                       "<br>%{customdata[3]} of all successes<extra></extra>",
     )
-    # Rows stay readable; the rotated pod labels below need about 150 px of their own.
-    height = 250 + 60 * len(entries)
+    height = 190 + 60 * len(entries)
     return go.Figure(trace, _layout(
         "Which pod served requests entering each node (successes)", height,
-        xaxis=_axis("pod", tickangle=-35), yaxis=_axis("entry node", autorange="reversed"),
+        xaxis=_axis(POD_AXIS, tickangle=0, type="category"),
+        yaxis=_axis("entry node", autorange="reversed", type="category"),
     )).to_json()
 
 
@@ -106,7 +190,7 @@ def pod_shares(pods: Sequence[Mapping[str, Any]], model: Mapping[str, Any] | Non
     this topology and these connections (``model``: summary fairness.model), each pod with
     its expected share and 95 % band; without a model, against uniform 1/k."""
     pods = [p for p in pods if p["share"] is not None]
-    names = short_labels([p["name"] for p in pods])
+    names = pod_labels([p["name"] for p in pods])
     nodes = [p["node"] or "?" for p in pods]
     node_colors = colors(list(dict.fromkeys(nodes)))
     traces = []
@@ -146,7 +230,8 @@ def pod_shares(pods: Sequence[Mapping[str, Any]], model: Mapping[str, Any] | Non
                 "picked a pod at random") if pods else ""
     layout = _layout(
         "Pod shares of successful requests vs. what kube-proxy predicts", 420,
-        xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
+        xaxis=_axis(POD_AXIS, tickangle=0, type="category", categoryorder="array",
+                    categoryarray=names),
         yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
         barmode="overlay",
     )
@@ -173,7 +258,7 @@ def latency_bars(groups: Sequence[tuple[str, Sequence[float | None]]], title: st
     ]
     return go.Figure(traces, _layout(
         title, 360, barmode="group", colorway=["#9ecae1", "#3182bd", "#08519c", "#B00020"],
-        xaxis=_axis(axis), yaxis=_axis("latency (ms)", rangemode="tozero"),
+        xaxis=_axis(axis, type="category"), yaxis=_axis("latency (ms)", rangemode="tozero"),
     )).to_json()
 
 
@@ -188,10 +273,22 @@ def cdf_points(hist: Any) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def log_axis(title: str, values: Sequence[float], **extra: Any) -> dict[str, Any]:
+    """A log-scale axis over ``values`` with ticks that read as numbers (see log_ticks)."""
+    positive = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not positive:
+        return _axis(title, type="log", **extra)
+    ticks, texts, span = log_ticks(min(positive), max(positive))
+    return _axis(title, type="log", tickmode="array", tickvals=ticks, ticktext=texts,
+                 range=span, **extra)
+
+
 def latency_cdf(hists: Mapping[str, Any], node_colors: Mapping[str, str]) -> str:
     traces = []
+    seen: list[float] = []
     for name, hist in hists.items():
         xs, ys = cdf_points(hist)
+        seen += xs
         if xs:
             traces.append(go.Scatter(
                 x=xs, y=ys, mode="lines", name=label(name), line={"shape": "hv",
@@ -200,7 +297,7 @@ def latency_cdf(hists: Mapping[str, Any], node_colors: Mapping[str, str]) -> str
             ))
     return go.Figure(traces, _layout(
         "Latency CDF per entry node (successes)", 380,
-        xaxis=_axis("latency (ms, log scale)", type="log"),
+        xaxis=log_axis("latency (ms, log scale)", seen),
         yaxis=_axis("fraction of requests ≤ x", tickformat=".0%", range=[0, 1.02]),
     )).to_json()
 
@@ -232,10 +329,12 @@ def _markers(markers: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dic
 def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, title: str,
               axis: str, node_colors: Mapping[str, str],
               markers: Sequence[Mapping[str, Any]],
-              bands: Sequence[Mapping[str, Any]] = (), failed_field: str | None = None) -> str:
+              bands: Sequence[Mapping[str, Any]] = (), failed_field: str | None = None,
+              x_range: Sequence[float] | None = None) -> str:
     """One line per entry node of a per-second field, fault markers as vertical lines,
     incidents as shaded bands; ``failed_field``: failed requests' own dashed line per node
-    (a time-out drawn at its duration, not hidden among the successes)."""
+    (a time-out drawn at its duration, not hidden among the successes); ``x_range``: the
+    axis's seconds (the same on every chart of a page, whatever seconds each one draws)."""
     traces = []
     lines = [(name, rows, field, False) for name, rows in series.items()]
     if failed_field:
@@ -272,16 +371,22 @@ def over_time(series: Mapping[str, Sequence[Mapping[str, Any]]], field: str, tit
                       "showarrow": False, "text": label(band["label"]),
                       "font": {"size": 10, "color": "#B00020"}})
     return go.Figure(traces, _layout(
-        title, 320, xaxis=_axis("seconds since start"),
+        title, 320, xaxis=_axis("seconds since start",
+                                **({"range": list(x_range)} if x_range else {})),
         yaxis=_axis(axis, rangemode="tozero"), shapes=shapes, annotations=notes,
         hovermode="x unified",
+        # Above the plot, not beside it: the page's time charts keep one width, so their
+        # seconds line up one above the other.
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                "yanchor": "bottom"},
     )).to_json()
 
 
 def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color: str,
-               expected: float | None = None) -> str:
-    """Small horizontal share bars (compare page)."""
-    labels = short_labels(names)
+               expected: float | None = None, pods: bool = False) -> str:
+    """Small horizontal share bars (compare page); ``pods``: the names are pods, labelled by
+    their short names (the full name in the hover)."""
+    labels = pod_labels(names) if pods else short_labels(names)
     shapes = [] if expected is None else [
         {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": expected, "x1": expected,
          "line": {"color": "#2CA02C", "dash": "dash"}}]
@@ -293,14 +398,14 @@ def share_bars(names: Sequence[str], shares: Sequence[float], title: str, color:
         title, max(200, 70 + 22 * len(names)), showlegend=False,
         margin={"l": 10, "r": 10, "t": 40 if title else 24, "b": 30},
         xaxis=_axis("", tickformat=".0%", range=[0, max([*shares, expected or 0, 0.01]) * 1.1]),
-        yaxis=_axis("", autorange="reversed"), shapes=shapes,
+        yaxis=_axis("", autorange="reversed", type="category"), shapes=shapes,
     )).to_json()
 
 
 def predicted_vs_measured(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     """A what-if re-run (compare page): each pod's measured share as a bar, the share the
     what-if predicted as a marker with its 95 % band (``rows``: whatif.check_rerun's)."""
-    names = short_labels([r["pod"] for r in rows])
+    names = pod_labels([r["pod"] for r in rows])
     measured = [r["measured_share"] or 0.0 for r in rows]
     traces = [
         go.Bar(x=names, y=measured, name="measured (re-run)", marker={
@@ -322,6 +427,7 @@ def predicted_vs_measured(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     ]
     return go.Figure(traces, _layout(
         title, 380,
-        xaxis=_axis("pod", tickangle=-35, categoryorder="array", categoryarray=names),
+        xaxis=_axis(POD_AXIS, tickangle=0, type="category", categoryorder="array",
+                    categoryarray=names),
         yaxis=_axis("share of successes", tickformat=".0%", rangemode="tozero"),
     )).to_json()

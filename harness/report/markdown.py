@@ -53,8 +53,11 @@ def summary_markdown(view: Mapping[str, Any]) -> str:
         "",
         "<details><summary>How to reproduce</summary>",
         "",
+        *([f"Target: {md(view['reproduce']['target'])}", ""] if view.get("reproduce") else []),
         *_code(view["command"]),
         "",
+        *(["Re-render the reports:", "", *_code(view["reproduce"]["rerender"]), ""]
+          if view.get("reproduce") else []),
         "</details>",
         "",
     ]

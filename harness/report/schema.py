@@ -140,6 +140,8 @@ RUN: dict[str, Any] = {
                               {"type": "null"}]},
         "partial": {"type": ["string", "null"]},
         "command": {"type": ["string", "null"]},
+        "cwd": {"type": ["string", "null"], "maxLength": 4096},
+        "kubeconfig": {"type": ["string", "null"], "maxLength": 65536},
         "options": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
             **{name: _OPTIONAL_NUMBER for name in THRESHOLDS},
             "require_all_pods": {"type": ["boolean", "null"]},
