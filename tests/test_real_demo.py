@@ -34,7 +34,9 @@ from test_kernel_commands import (  # noqa: F401
 from test_kernel_datapath import MISSING
 from test_real_lab import _binaries
 
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"kernel datapath: {MISSING}")
+# The first test may build the binaries (minutes on a fresh machine, without .ci/run's build).
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"kernel datapath: {MISSING}"),
+              pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +63,8 @@ def test_the_demo_ran_on_the_real_control_plane(demo):
     truth = demo["data"]["ground_truth"]
     assert (truth["control_plane"], truth["datapath"]) == ("real", "kernel")
     assert truth["kubernetes_version"] == KUBERNETES_VERSION
+    page = (demo["dir"] / "index.html").read_text()
+    assert f"Measured on the real lab (Kubernetes {KUBERNETES_VERSION}" in page
     pods = demo["data"]["ground_truth"]["pods"]
     assert len(pods) == 6 and all(p["ip"].startswith("198.19.") for p in pods)
     # The local scenario's node-3 was cordoned and drained the way one does it for real.

@@ -27,7 +27,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness import __version__
-from harness.core.text import number, pct, rate, secs
+from harness.core.text import number, pct, printable, rate, secs
 from harness.report.files import write_text_atomic
 from harness.report.html import SHARED_PLOTLYJS, figures_json, plotly_loader, render
 
@@ -95,7 +95,14 @@ def render_demo_page(data: Mapping[str, Any],
 def subtitle(data: Mapping[str, Any]) -> str:
     placement = "/".join(number(n) for n in data.get("placement") or [])
     nodes = len(data.get("placement") or [])
-    return (f"Measured on the embedded lab: {number(nodes)} nodes with pods placed {placement} "
+    truth = data.get("ground_truth") or {}
+    lab = "the embedded lab"
+    if truth.get("control_plane") == "real":
+        lab = (f"the real lab (Kubernetes {printable(truth.get('kubernetes_version') or '?')}: "
+               "its own API server, controllers, scheduler and kube-proxy)")
+    elif truth.get("datapath") == "kernel":
+        lab = "the embedded lab on the kernel datapath"
+    return (f"Measured on {lab}: {number(nodes)} nodes with pods placed {placement} "
             f"and a LoadBalancer address in front; {number(data.get('users'))} users per "
             f"scenario, {secs(data.get('seconds_per_scenario'))} of load each. Every figure "
             "below comes from these runs.")
