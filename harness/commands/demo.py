@@ -186,18 +186,22 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: int, users: 
         # Node-3's only pod goes away, then the Service switches to Local.
         api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
         try:
-            if real:  # as one would: cordon node-3 and delete its pods; they go elsewhere
-                api.request("PATCH", "/api/v1/nodes/node-3",
-                            body={"spec": {"unschedulable": True}},
-                            content_type="application/merge-patch+json", what="cordon node-3")
-            for pod in [p for p in lab.current_pods() if p["node"] == "node-3"]:
-                if real:
-                    api.request("DELETE", f"/api/v1/namespaces/default/pods/{pod['name']}",
-                                what="delete pods")
+            gone = [p for p in lab.current_pods() if p["node"] == "node-3"]
+            for pod in gone:
+                if real:  # as one would: the ReplicaSet removes the cheapest pods first
+                    api.request("PATCH", f"/api/v1/namespaces/default/pods/{pod['name']}",
+                                body={"metadata": {"annotations": {
+                                    "controller.kubernetes.io/pod-deletion-cost": "-1000"}}},
+                                content_type="application/merge-patch+json",
+                                what="patch pods")
                 else:
                     lab.kill_pod(pod["name"])
-            if real:
-                _settle(lab, api, empty="node-3")
+            if real:  # scaled down by node-3's pods: they go, and are not replaced
+                api.request("PATCH", "/apis/apps/v1/namespaces/default/deployments/helloworld"
+                            "/scale", body={"spec": {"replicas": sum(PLACEMENT) - len(gone)}},
+                            content_type="application/merge-patch+json",
+                            what="scale deployments")
+                _settle(lab, api, sum(PLACEMENT) - len(gone), empty="node-3")
             svc = api.request("PATCH", "/api/v1/namespaces/default/services/helloworld",
                               body={"spec": {"externalTrafficPolicy": "Local"}},
                               content_type="application/merge-patch+json",
@@ -228,7 +232,9 @@ def _run_scenario(lab, scenario: Scenario, demo_dir: Path, seconds: int, users: 
     if real:
         api = KubeApi.connect(DiscoveryOptions(kubeconfig=str(lab.kubeconfig)))
         try:
-            _settle(lab, api)
+            replicas = api.request("GET", "/apis/apps/v1/namespaces/default/deployments/"
+                                   "helloworld", what="get deployments")["spec"]["replicas"]
+            _settle(lab, api, replicas)
         finally:
             api.close()
     scenario.summary = _summary_of(demo_dir / scenario.id)
@@ -263,8 +269,8 @@ def _wait_local_policy(lab, svc: dict, timeout: float = 30.0) -> None:
                        f"Local within {timeout:.0f} s; see {lab.info()['state_dir']}/logs")
 
 
-def _settle(lab, api, empty: str | None = None, timeout: float = 60.0) -> None:
-    """On a real lab, until the Deployment is whole again (every replica ready, none
+def _settle(lab, api, replicas: int, empty: str | None = None, timeout: float = 60.0) -> None:
+    """On a real lab, until the Deployment is whole again (its ``replicas`` ready, none
     terminating; none left on ``empty``) before the next scenario starts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -273,7 +279,7 @@ def _settle(lab, api, empty: str | None = None, timeout: float = 60.0) -> None:
         ready = [p for p in pods if not p["metadata"].get("deletionTimestamp") and any(
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in (p.get("status") or {}).get("conditions") or ())]
-        if (len(ready) == len(pods) == sum(PLACEMENT)
+        if (len(ready) == len(pods) == replicas
                 and not any(p["spec"].get("nodeName") == empty for p in pods)):
             return
         time.sleep(0.25)
