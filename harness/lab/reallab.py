@@ -155,7 +155,7 @@ class RealLab:
     def _wait_ready(self) -> None:
         """Until every replica is ready, in the EndpointSlices, and reachable through every
         node's NodePort (kube-proxy synced) and the LoadBalancer."""
-        import http.client
+        from harness.lab.cloud import probe
 
         api = self.control_plane.api()
         ns, app = self.state.namespace, self.state.app
@@ -183,8 +183,8 @@ class RealLab:
                        if self.config.policy == "Cluster" or n.name in with_pods]
             if self.config.service_type == "LoadBalancer":
                 targets.append(self.datapath.layout.lb_ip)
-            if all(_answers(ip, 8080 if ip == self.datapath.layout.lb_ip else self.node_port,
-                            http.client) for ip in targets):
+            if all(probe(ip, 8080 if ip == self.datapath.layout.lb_ip else self.node_port, 1.0)
+                   for ip in targets):
                 return
         raise LabError(f"the real lab did not become ready within {READY_TIMEOUT_S:.0f} s "
                        f"(waiting for {waiting}); see {self.dir / 'logs'}")
@@ -217,9 +217,9 @@ class RealLab:
                     result["replacement"] = new[0]["metadata"]["name"]
                     break
                 time.sleep(0.05)
-            return self.state._log_fault(at, result)
+            return self.state.log_fault(at, result)
         result = self.kubelet.kill(name)
-        return self.state._log_fault(at, {**fault.to_dict(), **result})
+        return self.state.log_fault(at, {**fault.to_dict(), **result})
 
     def info(self, reservation_block: int, kubeconfig: Path, restricted: Path | None
              ) -> dict[str, Any]:
@@ -254,17 +254,6 @@ class RealLab:
             "pod_service_ms": config.pod_service_ms,
             "pod_concurrency": config.pod_concurrency, "started": time.time(),
         }
-
-
-def _answers(ip: str, port: int, http_client: Any) -> bool:
-    conn = http_client.HTTPConnection(ip, port, timeout=1)
-    try:
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except (OSError, http_client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 def control_app(lab: RealLab, token: str) -> Callable:

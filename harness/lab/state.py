@@ -311,20 +311,20 @@ class LabState:
             # Reported NotReady at once (a real node controller takes ~40 s to notice).
             node.ready = up
             self.set_node_up(name, up)
-            return self._log_fault(at, {**fault.to_dict(), "ready": node.ready})
+            return self.log_fault(at, {**fault.to_dict(), "ready": node.ready})
         try:
             at = time.time()
             if fault.action == "restart":
                 pod, new = self.restart_pod(name)
-                return self._log_fault(at, {**fault.to_dict(), "node": pod.node,
+                return self.log_fault(at, {**fault.to_dict(), "node": pod.node,
                                             "replacement": new.name,
                                             "ready_after_s": self.restart_delay_s})
             pod = self.kill_pod(name)
         except KeyError:
             raise ApiError(404, "NotFound", f'pods "{name}" not found') from None
-        return self._log_fault(at, {**fault.to_dict(), "node": pod.node})
+        return self.log_fault(at, {**fault.to_dict(), "node": pod.node})
 
-    def _log_fault(self, at: float, result: dict) -> dict:
+    def log_fault(self, at: float, result: dict) -> dict:
         """Keep an applied fault in the fault log (``faults_since``); returns ``result``."""
         self._fault_ids += 1
         self.fault_log.append({"id": self._fault_ids, "time": at, **result})
